@@ -1,0 +1,10 @@
+"""jsreplay: record, replay, inspect and diff Jumpstarter gRPC sessions."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("jsreplay")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,3 @@
+from jsreplay.cli import main
+
+main()
