@@ -1,0 +1,490 @@
+"""The on-disk cassette format: a magic, a msgpack header map, then one msgpack array per event.
+
+Writing is append-only and each event is handed to the kernel as it happens (one `write` per event), so a
+recorder killed with SIGKILL leaves a file that reads back up to its last complete event. Reading streams
+with bounded memory; a cut-off tail is dropped with a `TruncatedCassetteWarning`.
+
+See README.md, "Cassette format", for the layout in full.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import msgpack
+
+from jsreplay.cassette import migrations
+from jsreplay.cassette.errors import (
+    CassetteError,
+    CassetteExistsError,
+    CorruptCassetteError,
+    NotACassetteError,
+    TruncatedCassetteWarning,
+    UnsupportedVersionError,
+)
+from jsreplay.cassette.migrations import Migration
+from jsreplay.cassette.model import (
+    AnyEvent,
+    CallStart,
+    Cancel,
+    CancelSource,
+    Cassette,
+    ClientHalfClose,
+    ClientMessage,
+    EventKind,
+    Header,
+    Metadata,
+    Redaction,
+    Role,
+    ServerHeaders,
+    ServerMessage,
+    Status,
+)
+from jsreplay.cassette.redaction import Redactor
+
+MAGIC = b"\x89JSR\r\n\x1a\n"  # PNG-style: a high byte and line endings catch text-mode mangling
+HEADER_MAGIC = "jsreplay-cassette"
+READ_CHUNK = 1 << 20
+# The largest single record a reader accepts: a 64 MiB message plus its envelope. Bounds reader memory.
+MAX_RECORD_BYTES = 80 << 20
+
+_STRING_TO_ROLE = {r.value: r for r in Role}
+_STRING_TO_CANCEL = {c.value: c for c in CancelSource}
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+
+def _pack_metadata(metadata: Metadata) -> list[list[str | bytes]]:
+    return [[k, v] for k, v in metadata]
+
+
+def header_to_record(header: Header) -> dict[str, Any]:
+    record: dict[str, Any] = dict(header.extra)
+    record.update(
+        magic=HEADER_MAGIC,
+        format_version=header.format_version,
+        jsreplay_version=header.jsreplay_version,
+        created_unix_ns=header.created_unix_ns,
+        upstreams=list(header.upstreams),
+        descriptor_set=header.descriptor_set,
+        redaction={
+            "enabled": header.redaction.enabled,
+            "metadata_keys": list(header.redaction.metadata_keys),
+            "fields": list(header.redaction.fields),
+            "field_names": list(header.redaction.field_names),
+        },
+    )
+    return record
+
+
+def event_to_record(event: AnyEvent) -> list[Any]:
+    head: list[Any] = [int(event.kind), event.call_id, event.seq, event.t_ns]
+    match event:
+        case CallStart():
+            return [
+                *head,
+                event.method,
+                event.role.value,
+                _pack_metadata(event.metadata),
+                event.peer,
+                event.target,
+                event.timeout_ns,
+            ]
+        case ClientMessage():
+            return [*head, event.data]
+        case ServerHeaders():
+            return [*head, _pack_metadata(event.metadata)]
+        case ServerMessage():
+            return [*head, event.data, event.forwarded]
+        case ClientHalfClose():
+            return head
+        case Status():
+            return [*head, event.code, event.details, _pack_metadata(event.trailing_metadata)]
+        case Cancel():
+            return [*head, event.by.value, event.reason]
+    raise TypeError(f"not an event: {event!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+
+
+class _Bad(Exception):
+    """A record of the wrong shape; turned into CorruptCassetteError with the location attached."""
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise _Bad(f"{what} must be an integer, not {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise _Bad(f"{what} must be binary, not {type(value).__name__}")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"{what} must be a boolean, not {type(value).__name__}")
+    return value
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Bad(f"{what} must be an array")
+    return tuple(_str(v, what) for v in value)
+
+
+def _metadata(value: Any, what: str) -> Metadata:
+    if not isinstance(value, list):
+        raise _Bad(f"{what} must be an array of [key, value] pairs")
+    out: list[tuple[str, str | bytes]] = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _Bad(f"{what} must be an array of [key, value] pairs")
+        key = _str(pair[0], f"{what} key")
+        if not isinstance(pair[1], str | bytes):
+            raise _Bad(f"{what} value for {key!r} must be a string or binary")
+        out.append((key, pair[1]))
+    return tuple(out)
+
+
+def record_to_header(record: Any) -> Header:
+    if not isinstance(record, dict) or record.get("magic") != HEADER_MAGIC:
+        raise _Bad("the header is not a jsreplay cassette header")
+    known = {
+        "magic",
+        "format_version",
+        "jsreplay_version",
+        "created_unix_ns",
+        "upstreams",
+        "descriptor_set",
+        "redaction",
+    }
+    redaction = record.get("redaction", {})
+    if not isinstance(redaction, dict):
+        raise _Bad("header redaction must be a map")
+    return Header(
+        format_version=_int(record.get("format_version"), "format_version"),
+        jsreplay_version=_str(record.get("jsreplay_version", ""), "jsreplay_version"),
+        created_unix_ns=_int(record.get("created_unix_ns", 0), "created_unix_ns"),
+        upstreams=_str_list(record.get("upstreams", []), "upstreams"),
+        descriptor_set=_bytes(record.get("descriptor_set", b""), "descriptor_set"),
+        redaction=Redaction(
+            enabled=_bool(redaction.get("enabled", True), "redaction.enabled"),
+            metadata_keys=_str_list(redaction.get("metadata_keys", []), "redaction.metadata_keys"),
+            fields=_str_list(redaction.get("fields", []), "redaction.fields"),
+            field_names=_str_list(redaction.get("field_names", []), "redaction.field_names"),
+        ),
+        extra={k: v for k, v in record.items() if k not in known},
+    )
+
+
+# Minimum record length per kind; readers ignore elements past what they know (later additions).
+_RECORD_LENGTH = {
+    EventKind.CALL_START: 10,
+    EventKind.CLIENT_MESSAGE: 5,
+    EventKind.SERVER_HEADERS: 5,
+    EventKind.SERVER_MESSAGE: 6,
+    EventKind.CLIENT_HALF_CLOSE: 4,
+    EventKind.STATUS: 7,
+    EventKind.CANCEL: 6,
+}
+
+
+def record_to_event(record: Any) -> AnyEvent:
+    if not isinstance(record, list) or not record:
+        raise _Bad("an event record must be a non-empty array")
+    try:
+        kind = EventKind(_int(record[0], "event kind"))
+    except ValueError:
+        raise _Bad(f"unknown event kind {record[0]}") from None
+    if len(record) < _RECORD_LENGTH[kind]:
+        raise _Bad(f"{kind.name} record has {len(record)} elements, needs {_RECORD_LENGTH[kind]}")
+    common = {
+        "call_id": _int(record[1], "call id"),
+        "seq": _int(record[2], "sequence number"),
+        "t_ns": _int(record[3], "time offset"),
+    }
+    match kind:
+        case EventKind.CALL_START:
+            role = _STRING_TO_ROLE.get(_str(record[5], "role"))
+            if role is None:
+                raise _Bad(f"unknown role {record[5]!r}")
+            timeout = record[9]
+            return CallStart(
+                **common,
+                method=_str(record[4], "method"),
+                role=role,
+                metadata=_metadata(record[6], "request metadata"),
+                peer=_str(record[7], "peer"),
+                target=_str(record[8], "target"),
+                timeout_ns=None if timeout is None else _int(timeout, "timeout"),
+            )
+        case EventKind.CLIENT_MESSAGE:
+            return ClientMessage(**common, data=_bytes(record[4], "message"))
+        case EventKind.SERVER_HEADERS:
+            return ServerHeaders(**common, metadata=_metadata(record[4], "initial metadata"))
+        case EventKind.SERVER_MESSAGE:
+            forwarded = record[5]
+            return ServerMessage(
+                **common,
+                data=_bytes(record[4], "message"),
+                forwarded=None if forwarded is None else _bytes(forwarded, "forwarded message"),
+            )
+        case EventKind.CLIENT_HALF_CLOSE:
+            return ClientHalfClose(**common)
+        case EventKind.STATUS:
+            return Status(
+                **common,
+                code=_int(record[4], "status code"),
+                details=_str(record[5], "status details"),
+                trailing_metadata=_metadata(record[6], "trailing metadata"),
+            )
+        case EventKind.CANCEL:
+            by = _STRING_TO_CANCEL.get(_str(record[4], "cancel source"))
+            if by is None:
+                raise _Bad(f"unknown cancel source {record[4]!r}")
+            return Cancel(**common, by=by, reason=_str(record[5], "cancel reason"))
+    raise _Bad(f"unknown event kind {kind}")  # pragma: no cover - the match is exhaustive
+
+
+# ---------------------------------------------------------------------------------------------------- writer
+
+
+class CassetteWriter:
+    """Appends events to a new cassette file, redacting every event before it reaches the disk.
+
+    The file is created 0600 (cassettes can hold request data even when redacted). Each event is one
+    `os.write`, so what the kernel has is always whole events up to the one in flight.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        header: Header,
+        *,
+        redactor: Redactor | None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._redactor = redactor
+        self._methods: dict[int, str] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            self._fd: int | None = os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            raise CassetteExistsError(self.path, "already exists; choose another path or allow overwriting") from None
+        except OSError as err:
+            raise CassetteError(self.path, f"cannot create: {err.strerror}") from None
+        if overwrite:
+            os.fchmod(self._fd, 0o600)  # O_TRUNC keeps the old mode
+        self.events_written = 0
+        self.bytes_written = 0
+        self._write(MAGIC + self._packer.pack(header_to_record(header)))
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise CassetteError(self.path, "writer is closed")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.bytes_written += len(data)
+
+    def write(self, event: AnyEvent) -> AnyEvent:
+        """Redact and append one event; returns the event as stored."""
+        if isinstance(event, CallStart):
+            self._methods[event.call_id] = event.method
+        if self._redactor is not None:
+            event = self._redactor.redact(event, self._methods.get(event.call_id, ""))
+        self._write(self._packer.pack(event_to_record(event)))
+        self.events_written += 1
+        return event
+
+    def close(self, *, sync: bool = True) -> None:
+        if self._fd is None:
+            return
+        try:
+            if sync:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> CassetteWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------- reader
+
+
+class CassetteReader:
+    """Streams a cassette's events with bounded memory.
+
+    The header is read on open. Iterating yields events in file order; when the file ends inside a record,
+    iteration stops, `truncated_at` is set to that record's byte offset and a `TruncatedCassetteWarning` says
+    how many events survived.
+    """
+
+    def __init__(self, path: str | Path, *, chunk_size: int = READ_CHUNK) -> None:
+        self.path = Path(path)
+        self._chunk_size = chunk_size
+        self.truncated_at: int | None = None
+        self.events_read = 0
+        try:
+            self._file: BinaryIO = open(self.path, "rb")  # closed by close()/__exit__
+        except OSError as err:
+            raise CassetteError(self.path, f"cannot open: {err.strerror}") from None
+        self._consumed = 0
+        try:
+            self._unpacker = self._new_unpacker()
+            self.header = self._read_header()
+        except BaseException:
+            self._file.close()
+            raise
+        self._migrations: list[Migration] = (
+            migrations.chain(self._version) if self._version < migrations.FORMAT_VERSION else []
+        )
+
+    @staticmethod
+    def _new_unpacker() -> msgpack.Unpacker:
+        return msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=MAX_RECORD_BYTES)
+
+    def _fill(self) -> bool:
+        chunk = self._file.read(self._chunk_size)
+        if not chunk:
+            return False
+        try:
+            self._unpacker.feed(chunk)
+        except msgpack.BufferFull:
+            raise CorruptCassetteError(
+                self.path,
+                f"a record is larger than {MAX_RECORD_BYTES >> 20} MiB",
+                offset=self._offset(),
+            ) from None
+        return True
+
+    def _offset(self) -> int:
+        """File offset just past the last whole object (the unpacker's own tell() counts partial reads)."""
+        return len(MAGIC) + self._consumed
+
+    def _next_object(self) -> tuple[bool, Any]:
+        """(True, object) for the next whole object, (False, None) at the end of the file."""
+        while True:
+            try:
+                obj = self._unpacker.unpack()
+                self._consumed = self._unpacker.tell()
+                return True, obj
+            except msgpack.OutOfData:
+                if not self._fill():
+                    return False, None
+            except Exception as err:  # msgpack raises ValueError, TypeError, UnicodeDecodeError, StackError...
+                raise CorruptCassetteError(self.path, f"malformed msgpack: {err}", offset=self._offset()) from None
+
+    def _read_header(self) -> Header:
+        magic = self._file.read(len(MAGIC))
+        if magic != MAGIC:
+            raise NotACassetteError(self.path, "not a jsreplay cassette (bad magic)", offset=0)
+        ok, record = self._next_object()
+        if not ok:
+            raise CorruptCassetteError(self.path, "the header is cut off", offset=len(MAGIC))
+        version = record.get("format_version") if isinstance(record, dict) else None
+        if type(version) is int and version > migrations.FORMAT_VERSION:
+            raise UnsupportedVersionError(
+                self.path,
+                f"format version {version} is newer than this jsreplay reads "
+                f"({migrations.FORMAT_VERSION}); upgrade jsreplay",
+            )
+        if type(version) is int and version < migrations.FORMAT_VERSION:
+            try:
+                for migration in migrations.chain(version):
+                    record = migration.header(record)
+            except KeyError:
+                raise UnsupportedVersionError(
+                    self.path, f"format version {version} is too old for this jsreplay to read"
+                ) from None
+            except Exception as err:
+                raise CorruptCassetteError(self.path, f"cannot upgrade the header: {err}", offset=len(MAGIC)) from None
+        self._version = version if type(version) is int else migrations.FORMAT_VERSION
+        try:
+            return record_to_header(record)
+        except _Bad as err:
+            raise CorruptCassetteError(self.path, str(err), offset=len(MAGIC)) from None
+
+    def __iter__(self) -> Iterator[AnyEvent]:
+        while True:
+            offset = self._offset()
+            ok, record = self._next_object()
+            if not ok:
+                break
+            try:
+                for migration in self._migrations:
+                    record = migration.record(record)
+                event = record_to_event(record)
+            except _Bad as err:
+                raise CorruptCassetteError(self.path, str(err), offset=offset, event=self.events_read) from None
+            except Exception as err:
+                raise CorruptCassetteError(
+                    self.path, f"cannot upgrade record: {err}", offset=offset, event=self.events_read
+                ) from None
+            self.events_read += 1
+            yield event
+        leftover = self._offset()
+        size = os.fstat(self._file.fileno()).st_size
+        if leftover < size:
+            self.truncated_at = leftover
+            warnings.warn(
+                TruncatedCassetteWarning(
+                    f"{self.path}: ends inside a record at byte {leftover} of {size}; "
+                    f"kept the {self.events_read} complete events before it"
+                ),
+                stacklevel=2,
+            )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CassetteReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def read_header(path: str | Path) -> Header:
+    with CassetteReader(path) as reader:
+        return reader.header
+
+
+def read_cassette(path: str | Path) -> Cassette:
+    """Load a whole cassette into memory."""
+    with CassetteReader(path) as reader:
+        events = tuple(reader)
+        return Cassette(header=reader.header, events=events, truncated_at=reader.truncated_at)
+
+
+def write_cassette(path: str | Path, cassette: Cassette, *, redactor: Redactor | None, overwrite: bool = False) -> None:
+    """Write a whole cassette (tests, migrations, re-redaction)."""
+    with CassetteWriter(path, cassette.header, redactor=redactor, overwrite=overwrite) as writer:
+        for event in cassette.events:
+            writer.write(event)

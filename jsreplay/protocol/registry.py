@@ -1,0 +1,395 @@
+"""The protocol registry: method -> message types and stream kinds, and decode/encode of raw message bytes.
+
+A registry is built from a serialized FileDescriptorSet: jsreplay's own (built from protos/) or the one a
+cassette embeds, so an old cassette decodes with the schema it was recorded with. Each registry has its own
+descriptor pool, so two schemas never clash in one process.
+
+Decoded messages are plain Python values ("readable structures"): a message is a dict of the fields that are
+set, by name; enums are their value names; `google.protobuf.Value`/`Struct`/`ListValue` become JSON-like
+values; bytes stay bytes. Fields the schema does not know are never dropped: they appear under the key
+`"#<number>"` as a list of `UnknownField`, and `encode` writes them back.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+
+class ProtocolError(Exception):
+    """Base class for schema and message decoding problems."""
+
+
+class UnknownTypeError(ProtocolError):
+    pass
+
+
+class MessageDecodeError(ProtocolError):
+    pass
+
+
+class MessageEncodeError(ProtocolError):
+    pass
+
+
+class StreamKind(enum.Enum):
+    UNARY = "unary"
+    SERVER_STREAMING = "server_streaming"
+    CLIENT_STREAMING = "client_streaming"
+    BIDI_STREAMING = "bidi_streaming"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    path: str  # "/jumpstarter.v1.ControllerService/Dial", as on the wire
+    service: str  # "jumpstarter.v1.ControllerService"
+    name: str  # "Dial"
+    request_type: str  # full message names
+    response_type: str
+    client_streaming: bool
+    server_streaming: bool
+
+    @property
+    def kind(self) -> StreamKind:
+        if self.client_streaming and self.server_streaming:
+            return StreamKind.BIDI_STREAMING
+        if self.client_streaming:
+            return StreamKind.CLIENT_STREAMING
+        if self.server_streaming:
+            return StreamKind.SERVER_STREAMING
+        return StreamKind.UNARY
+
+
+class WireType(enum.IntEnum):
+    VARINT = 0
+    FIXED64 = 1
+    LENGTH_DELIMITED = 2
+    START_GROUP = 3
+    FIXED32 = 5
+
+
+@dataclass(frozen=True)
+class UnknownField:
+    """A field the schema does not know, kept with its wire type so it can be written back."""
+
+    number: int
+    wire_type: WireType
+    value: int | bytes
+
+
+def unknown_key(number: int) -> str:
+    return f"#{number}"
+
+
+_WKT_VALUE = "google.protobuf.Value"
+_WKT_STRUCT = "google.protobuf.Struct"
+_WKT_LIST = "google.protobuf.ListValue"
+
+
+class Registry:
+    """Message types and methods of one schema."""
+
+    def __init__(self, descriptor_set: bytes) -> None:
+        self.descriptor_set = descriptor_set
+        fds = descriptor_pb2.FileDescriptorSet()
+        try:
+            fds.ParseFromString(descriptor_set)
+        except DecodeError as err:
+            raise ProtocolError(f"not a serialized FileDescriptorSet: {err}") from None
+        self._pool = descriptor_pool.DescriptorPool()
+        added: set[str] = set()
+        pending = list(fds.file)
+        # Files must be added after their dependencies; a set may list them in any order.
+        while pending:
+            progress = False
+            for file in list(pending):
+                if all(dep in added for dep in file.dependency):
+                    try:
+                        self._pool.Add(file)
+                    except Exception as err:  # protobuf raises TypeError or its own errors here
+                        raise ProtocolError(f"cannot load {file.name}: {err}") from None
+                    added.add(file.name)
+                    pending.remove(file)
+                    progress = True
+            if not progress:
+                missing = sorted({d for f in pending for d in f.dependency if d not in added})
+                raise ProtocolError(f"descriptor set lacks imports: {', '.join(missing)}")
+        self.files = tuple(f.name for f in fds.file)
+        self._methods: dict[str, MethodInfo] = {}
+        for file in fds.file:
+            for service in file.service:
+                full_service = f"{file.package}.{service.name}" if file.package else service.name
+                for m in service.method:
+                    info = MethodInfo(
+                        path=f"/{full_service}/{m.name}",
+                        service=full_service,
+                        name=m.name,
+                        request_type=m.input_type.lstrip("."),
+                        response_type=m.output_type.lstrip("."),
+                        client_streaming=m.client_streaming,
+                        server_streaming=m.server_streaming,
+                    )
+                    self._methods[info.path] = info
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> Registry:
+        """The schema this jsreplay was built with (protos/, compiled into descriptors.binpb)."""
+        return cls(resources.files("jsreplay.protocol").joinpath("descriptors.binpb").read_bytes())
+
+    @classmethod
+    def for_descriptor_set(cls, descriptor_set: bytes) -> Registry:
+        """The registry for a cassette's embedded schema, or the default one when it embeds none."""
+        if not descriptor_set:
+            return cls.default()
+        return _cached_registry(descriptor_set)
+
+    # ------------------------------------------------------------------------------------------------ methods
+
+    def method(self, path: str) -> MethodInfo | None:
+        return self._methods.get(path)
+
+    def methods(self) -> list[MethodInfo]:
+        return list(self._methods.values())
+
+    # ------------------------------------------------------------------------------------------------ messages
+
+    def descriptor(self, type_name: str) -> Descriptor:
+        try:
+            return self._pool.FindMessageTypeByName(type_name)
+        except KeyError:
+            raise UnknownTypeError(f"unknown message type {type_name}") from None
+
+    def message_class(self, type_name: str) -> type[Message]:
+        return message_factory.GetMessageClass(self.descriptor(type_name))
+
+    def parse(self, type_name: str, data: bytes) -> Message:
+        message = self.message_class(type_name)()
+        try:
+            message.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise MessageDecodeError(f"cannot decode {len(data)} bytes as {type_name}: {err}") from None
+        return message
+
+    def decode(self, type_name: str, data: bytes) -> dict[str, Any]:
+        """Raw bytes -> readable structure (see the module docstring)."""
+        value = message_to_value(self.parse(type_name, data))
+        if not isinstance(value, dict):  # a top-level Value/ListValue; wrap so callers always get a dict
+            return {"value": value}
+        return value
+
+    def encode(self, type_name: str, value: Mapping[str, Any]) -> bytes:
+        """Readable structure -> raw bytes; the inverse of `decode`."""
+        return value_to_bytes(self.descriptor(type_name), value)
+
+    def decode_request(self, path: str, data: bytes) -> dict[str, Any] | None:
+        info = self.method(path)
+        return None if info is None else self.decode(info.request_type, data)
+
+    def decode_response(self, path: str, data: bytes) -> dict[str, Any] | None:
+        info = self.method(path)
+        return None if info is None else self.decode(info.response_type, data)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_registry(descriptor_set: bytes) -> Registry:
+    return Registry(descriptor_set)
+
+
+# ---------------------------------------------------------------------------------------------------- decode
+
+
+def _scalar_to_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        enum_type: EnumDescriptor = field.enum_type
+        named = enum_type.values_by_number.get(value)
+        return named.name if named is not None else value
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_to_value(value)
+    return value
+
+
+def message_to_value(message: Message) -> Any:
+    """A protobuf message as a readable structure, unknown fields included."""
+    name = message.DESCRIPTOR.full_name
+    if name == _WKT_VALUE:
+        return _wkt_value(message)
+    if name == _WKT_STRUCT:
+        return {k: _wkt_value(v) for k, v in message.fields.items()}
+    if name == _WKT_LIST:
+        return [_wkt_value(v) for v in message.values]
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {k: _scalar_to_value(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [_scalar_to_value(field, v) for v in value]
+        else:
+            out[field.name] = _scalar_to_value(field, value)
+    for number, fields in _unknown_fields(message).items():
+        out[unknown_key(number)] = fields
+    return out
+
+
+def _wkt_value(message: Any) -> Any:
+    kind = message.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "struct_value":
+        return message_to_value(message.struct_value)
+    if kind == "list_value":
+        return message_to_value(message.list_value)
+    return getattr(message, kind)
+
+
+def _unknown_fields(message: Message) -> dict[int, list[UnknownField]]:
+    out: dict[int, list[UnknownField]] = {}
+    for item in UnknownFieldSet(message):
+        wire_type = WireType(item.wire_type)
+        data = item.data
+        if wire_type == WireType.START_GROUP:  # groups are long deprecated; keep their presence, not content
+            data = b""
+        out.setdefault(item.field_number, []).append(UnknownField(item.field_number, wire_type, data))
+    return out
+
+
+def iter_unknown_paths(value: Any, prefix: str = "") -> Iterator[str]:
+    """Paths ("reports[0].#7") of every unknown field in a decoded structure."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, str) and key.startswith("#"):
+                yield path
+            else:
+                yield from iter_unknown_paths(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from iter_unknown_paths(item, f"{prefix}[{i}]")
+
+
+# ---------------------------------------------------------------------------------------------------- encode
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_unknown(field: UnknownField) -> bytes:
+    tag = _varint((field.number << 3) | int(field.wire_type))
+    value = field.value
+    match field.wire_type:
+        case WireType.VARINT if isinstance(value, int):
+            return tag + _varint(value)
+        case WireType.FIXED64 if isinstance(value, int):
+            return tag + (value & ((1 << 64) - 1)).to_bytes(8, "little")
+        case WireType.FIXED32 if isinstance(value, int):
+            return tag + (value & 0xFFFFFFFF).to_bytes(4, "little")
+        case WireType.LENGTH_DELIMITED if isinstance(value, bytes):
+            return tag + _varint(len(value)) + value
+    raise MessageEncodeError(f"cannot encode unknown field #{field.number} of wire type {field.wire_type.name}")
+
+
+def _wkt_to_message(descriptor: Descriptor, value: Any) -> bytes:
+    """JSON-like value -> serialized Value/Struct/ListValue."""
+    pool_file = descriptor.file
+    value_desc = pool_file.message_types_by_name["Value"]
+    struct_desc = pool_file.message_types_by_name["Struct"]
+    list_desc = pool_file.message_types_by_name["ListValue"]
+    if descriptor.full_name == _WKT_STRUCT:
+        msg = message_factory.GetMessageClass(struct_desc)()
+        if not isinstance(value, Mapping):
+            raise MessageEncodeError(f"Struct needs a mapping, not {type(value).__name__}")
+        for k, v in value.items():
+            msg.fields[k].MergeFromString(_wkt_to_message(value_desc, v))
+        return msg.SerializeToString()
+    if descriptor.full_name == _WKT_LIST:
+        msg = message_factory.GetMessageClass(list_desc)()
+        if not isinstance(value, list):
+            raise MessageEncodeError(f"ListValue needs a list, not {type(value).__name__}")
+        for v in value:
+            msg.values.add().MergeFromString(_wkt_to_message(value_desc, v))
+        return msg.SerializeToString()
+    msg = message_factory.GetMessageClass(value_desc)()
+    if value is None:
+        msg.null_value = 0
+    elif isinstance(value, bool):
+        msg.bool_value = value
+    elif isinstance(value, int | float):
+        msg.number_value = float(value)
+    elif isinstance(value, str):
+        msg.string_value = value
+    elif isinstance(value, Mapping):
+        msg.struct_value.MergeFromString(_wkt_to_message(struct_desc, value))
+    elif isinstance(value, list):
+        msg.list_value.MergeFromString(_wkt_to_message(list_desc, value))
+    else:
+        raise MessageEncodeError(f"cannot put a {type(value).__name__} in a google.protobuf.Value")
+    return msg.SerializeToString()
+
+
+def _scalar_from_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+        named = field.enum_type.values_by_name.get(value)
+        if named is None:
+            raise MessageEncodeError(f"{field.full_name}: no enum value named {value!r}")
+        return named.number
+    return value
+
+
+def value_to_bytes(descriptor: Descriptor, value: Any) -> bytes:
+    if descriptor.full_name in (_WKT_VALUE, _WKT_STRUCT, _WKT_LIST):
+        return _wkt_to_message(descriptor, value)
+    if not isinstance(value, Mapping):
+        raise MessageEncodeError(f"{descriptor.full_name} needs a mapping, not {type(value).__name__}")
+    message = message_factory.GetMessageClass(descriptor)()
+    unknown = b""
+    try:
+        for key, item in value.items():
+            if isinstance(key, str) and key.startswith("#"):
+                unknown += b"".join(encode_unknown(f) for f in item)
+                continue
+            field = descriptor.fields_by_name.get(key)
+            if field is None:
+                raise MessageEncodeError(f"{descriptor.full_name} has no field {key!r}")
+            target = getattr(message, field.name)
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                for k, v in item.items():
+                    if value_field.message_type is not None:
+                        target[k].MergeFromString(value_to_bytes(value_field.message_type, v))
+                    else:
+                        target[k] = _scalar_from_value(value_field, v)
+            elif field.is_repeated:
+                for v in item:
+                    if field.message_type is not None:
+                        target.add().MergeFromString(value_to_bytes(field.message_type, v))
+                    else:
+                        target.append(_scalar_from_value(field, v))
+            elif field.message_type is not None:
+                target.MergeFromString(value_to_bytes(field.message_type, item))
+                if not item and field.message_type.full_name != _WKT_VALUE:
+                    target.SetInParent()  # an empty dict still means "set"
+            else:
+                setattr(message, field.name, _scalar_from_value(field, item))
+    except (TypeError, ValueError, AttributeError) as err:
+        raise MessageEncodeError(f"{descriptor.full_name}: {err}") from None
+    return message.SerializeToString() + unknown
