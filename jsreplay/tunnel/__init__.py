@@ -1,0 +1,72 @@
+"""Sans-I/O decoding of the HTTP/2 gRPC connection inside a Jumpstarter router tunnel.
+
+Values in, values out: :class:`TunnelDecoder` turns recorded byte chunks into events, :class:`CallAssembler` folds
+events into :class:`InnerCall` records, and :func:`decode_tunnel` does both for a whole recording.
+"""
+
+from .calls import CallAssembler, ConnectionEvent, InnerCall, InnerMessage, decode_tunnel
+from .decoder import (
+    CONNECTION_PREFACE,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_BLOCK_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    MAX_HEADER_TABLE_SIZE,
+    MAX_MESSAGE_SIZE,
+    RouterFrameType,
+    TunnelDecoder,
+)
+from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
+from .events import (
+    TRANSPORT_HEADERS,
+    ConnectionClosed,
+    Direction,
+    ErrorCode,
+    Metadata,
+    MetadataValue,
+    RequestEnded,
+    RequestHeaders,
+    RequestMessage,
+    ResponseHeaders,
+    ResponseMessage,
+    ResponseTrailers,
+    StreamReset,
+    TunnelEnded,
+    TunnelEvent,
+    application_metadata,
+)
+
+__all__ = [
+    "CONNECTION_PREFACE",
+    "MAX_FRAME_SIZE",
+    "MAX_HEADER_BLOCK_SIZE",
+    "MAX_HEADER_LIST_SIZE",
+    "MAX_HEADER_TABLE_SIZE",
+    "MAX_MESSAGE_SIZE",
+    "TRANSPORT_HEADERS",
+    "CallAssembler",
+    "ConnectionClosed",
+    "ConnectionEvent",
+    "Direction",
+    "ErrorCode",
+    "GrpcProtocolError",
+    "InnerCall",
+    "InnerMessage",
+    "Metadata",
+    "MetadataValue",
+    "RequestEnded",
+    "RequestHeaders",
+    "RequestMessage",
+    "ResponseHeaders",
+    "ResponseMessage",
+    "ResponseTrailers",
+    "RouterFrameType",
+    "StreamReset",
+    "TunnelDecoder",
+    "TunnelEnded",
+    "TunnelError",
+    "TunnelEvent",
+    "TunnelLimitError",
+    "TunnelProtocolError",
+    "application_metadata",
+    "decode_tunnel",
+]

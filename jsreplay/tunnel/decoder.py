@@ -1,0 +1,676 @@
+"""Sans-I/O decoder for the cleartext HTTP/2 gRPC connection that runs inside a Jumpstarter router tunnel.
+
+Feed it the tunnel's byte chunks, each with its :class:`Direction`, exactly as recorded (split anywhere); it
+returns :mod:`~jsreplay.tunnel.events` in wire order. It never touches a socket and never sends anything: it only
+watches a connection that two real peers already negotiated.
+
+The two directions are decoded independently (each has its own buffer and its own HPACK table), so chunks may be
+fed in any interleaving that keeps each direction's own order; only the order of the returned events depends on
+the interleaving. For the same reason, nothing is checked that would need the other direction's view: negotiated
+settings (frame size, header table size) and flow-control windows are not enforced, only the protocol's hard
+limits and this decoder's own limits (see the ``MAX_*`` constants).
+
+What is validated: the client's connection preface, SETTINGS first in each direction, every frame's layout
+(through hyperframe), padding, CONTINUATION sequencing, header-block and header-field rules (pseudo-headers,
+lowercase names, connection-specific headers), stream states per direction (no DATA before HEADERS or after
+END_STREAM / RST_STREAM, client stream ids odd and increasing, no server push), and the gRPC layer (message
+prefixes, status and timeout syntax, base64 of ``-bin`` values). Any violation raises a
+:class:`~jsreplay.tunnel.errors.TunnelError`, after which that direction refuses further input with the same error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import re
+import struct
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import cast
+
+import hpack
+from hyperframe.exceptions import HyperframeError
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
+from .events import (
+    ConnectionClosed,
+    Direction,
+    ErrorCode,
+    MetadataValue,
+    RequestEnded,
+    RequestHeaders,
+    RequestMessage,
+    ResponseHeaders,
+    ResponseMessage,
+    ResponseTrailers,
+    StreamReset,
+    TunnelEnded,
+    TunnelEvent,
+)
+
+#: What an HTTP/2 client sends before its first frame (RFC 9113 section 3.4).
+CONNECTION_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEADER_SIZE = 9
+#: The largest frame HTTP/2 can express. Peers negotiate less (16 KiB by default), but the settings that say so
+#: travel in the other direction, which a recording may interleave out of causal order, so only this is enforced.
+MAX_FRAME_SIZE = 2**24 - 1
+#: The compressed header block of one HEADERS frame plus its CONTINUATIONs; bounds memory against endless
+#: CONTINUATION frames.
+MAX_HEADER_BLOCK_SIZE = 1 << 20
+#: The decompressed header list, counted as HPACK does (name + value + 32 per field); bounds HPACK bombs.
+MAX_HEADER_LIST_SIZE = 1 << 20
+#: The largest HPACK dynamic table an encoder may ask for. Real peers use 4 KiB; the advertised limit is not
+#: enforced (see MAX_FRAME_SIZE for why), so this is a generous bound instead.
+MAX_HEADER_TABLE_SIZE = 1 << 16
+#: The largest gRPC message accepted (grpc's default receive limit is 4 MiB; Jumpstarter raises it).
+MAX_MESSAGE_SIZE = 64 << 20
+
+_GRPC_PREFIX = struct.Struct(">BI")
+_FRAME_HEADER = struct.Struct(">HBBBI")
+_FRAME_NAMES = {
+    0x0: "DATA",
+    0x1: "HEADERS",
+    0x2: "PRIORITY",
+    0x3: "RST_STREAM",
+    0x4: "SETTINGS",
+    0x5: "PUSH_PROMISE",
+    0x6: "PING",
+    0x7: "GOAWAY",
+    0x8: "WINDOW_UPDATE",
+    0x9: "CONTINUATION",
+}
+_PUSH_PROMISE = 0x5
+# Frames that must name an existing or new client-initiated stream (PRIORITY may name any stream).
+_STREAM_FRAMES = (DataFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame)
+
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+_REQUIRED_REQUEST_PSEUDO = (b":method", b":scheme", b":path")
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+_TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_STATUS = re.compile(rb"[0-9]{3}")
+_GRPC_STATUS = re.compile(rb"[0-9]{1,10}")
+# gRPC's mapping for responses without grpc-status (doc/http-grpc-status-mapping.md): 400 INTERNAL,
+# 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN.
+_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+_GRPC_UNKNOWN = 2
+
+# SETTINGS identifiers whose values RFC 9113 section 6.5.2 constrains.
+_ENABLE_PUSH = SettingsFrame.ENABLE_PUSH
+_INITIAL_WINDOW_SIZE = SettingsFrame.INITIAL_WINDOW_SIZE
+_SETTINGS_MAX_FRAME_SIZE = SettingsFrame.MAX_FRAME_SIZE
+_ENABLE_CONNECT_PROTOCOL = SettingsFrame.ENABLE_CONNECT_PROTOCOL
+
+
+class RouterFrameType(enum.IntEnum):
+    """``frame_type`` of the outer ``jumpstarter.v1.RouterService/Stream`` messages (router.proto)."""
+
+    DATA = 0
+    RST_STREAM = 3
+    PING = 6
+    GOAWAY = 7
+
+
+@dataclass(slots=True)
+class _HalfStream:
+    """One direction of one inner stream: what that side has sent so far."""
+
+    headers_seen: bool = False
+    ended: bool = False  # sent END_STREAM
+    reset: bool = False  # sent RST_STREAM
+    http_status: int = 200
+    buffer: bytearray = field(default_factory=bytearray)  # partial gRPC message
+
+
+@dataclass(slots=True)
+class _HeaderBlock:
+    """A header block being assembled from HEADERS + CONTINUATION frames."""
+
+    stream_id: int
+    end_stream: bool
+    offset: int
+    frame: str
+    fragments: list[bytes]
+    size: int
+
+
+@dataclass(slots=True)
+class _Side:
+    """The state of one direction of the connection."""
+
+    direction: Direction
+    hpack: hpack.Decoder
+    buffer: bytearray = field(default_factory=bytearray)
+    consumed: int = 0  # bytes of this direction already parsed and dropped from ``buffer``
+    preface_pending: bool = False
+    settings_seen: bool = False
+    ended: bool = False
+    error: TunnelError | None = None
+    header_block: _HeaderBlock | None = None
+    last_stream_id: int = 0  # highest stream the client opened (client side only)
+    streams: dict[int, _HalfStream] = field(default_factory=dict)
+    # Frame being handled, for error messages.
+    offset: int = 0
+    frame: str | None = None
+
+    def fail(
+        self,
+        problem: str,
+        kind: type[TunnelError] = TunnelProtocolError,
+        error_code: ErrorCode | None = None,
+    ) -> TunnelError:
+        """An error about the frame being handled; the caller raises it."""
+        return kind(problem, direction=self.direction, offset=self.offset, frame=self.frame, error_code=error_code)
+
+
+def _describe(frame_type: int, flags: int, stream_id: int, length: int) -> str:
+    name = _FRAME_NAMES.get(frame_type, f"unknown frame type 0x{frame_type:x}")
+    return f"{name} frame (stream {stream_id}, {length} bytes, flags 0x{flags:x})"
+
+
+class TunnelDecoder:
+    """Turns the two byte streams of an inner HTTP/2 gRPC connection into :data:`TunnelEvent` values.
+
+    Limits default to the module's ``MAX_*`` constants. One instance decodes one tunnel (one HTTP/2 connection).
+
+    The inner connection may itself carry a ``jumpstarter.v1.RouterService/Stream`` call (byte-streaming drivers).
+    That is just another inner call: its messages are serialized router frames whose payloads are the driver's raw
+    bytes, not HTTP/2, so they need no further decoding here.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = MAX_FRAME_SIZE,
+        max_header_block_size: int = MAX_HEADER_BLOCK_SIZE,
+        max_header_list_size: int = MAX_HEADER_LIST_SIZE,
+        max_header_table_size: int = MAX_HEADER_TABLE_SIZE,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.max_frame_size = max_frame_size
+        self.max_header_block_size = max_header_block_size
+        self.max_message_size = max_message_size
+        self._sides: dict[Direction, _Side] = {}
+        for direction in Direction:
+            decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
+            decoder.max_allowed_table_size = max_header_table_size
+            side = _Side(direction=direction, hpack=decoder, preface_pending=direction.by_client)
+            self._sides[direction] = side
+
+    def feed(self, direction: Direction, data: bytes) -> list[TunnelEvent]:
+        """Decode the next ``data`` travelling in ``direction``; return the events it completes, in wire order.
+
+        Incomplete frames and messages are kept until later input completes them.
+
+        :raises TunnelError: if the bytes are malformed. The error's ``events`` holds what this call decoded before
+            the bad frame, and every later call for ``direction`` raises the same error.
+        """
+        side = self._check_open(direction)
+        if side.ended:
+            if not data:
+                return []
+            raise self._refuse(side, TunnelProtocolError("data after the end of the byte stream", direction=direction))
+        side.buffer += data
+        events: list[TunnelEvent] = []
+        try:
+            self._parse(side, events)
+        except TunnelError as err:
+            err.events = tuple(events)
+            side.error = err
+            raise
+        return events
+
+    def end(self, direction: Direction) -> list[TunnelEvent]:
+        """Mark the end of ``direction``'s byte stream; return ``[TunnelEnded]`` (nothing if already ended).
+
+        :raises TunnelProtocolError: if the stream stopped inside the preface, a frame or a header block.
+        """
+        side = self._check_open(direction)
+        if side.ended:
+            return []
+        pending = len(side.buffer)
+        if side.header_block is not None or (pending and not side.preface_pending):
+            side.offset, side.frame = side.consumed, None
+            raise self._refuse(side, side.fail(f"byte stream ended inside a frame ({pending} bytes pending)"))
+        if pending:
+            side.offset, side.frame = 0, None
+            raise self._refuse(side, side.fail(f"byte stream ended inside the connection preface ({pending} bytes)"))
+        side.ended = True
+        return [TunnelEnded(by_client=direction.by_client)]
+
+    def feed_router_frame(self, direction: Direction, frame_type: int, payload: bytes) -> list[TunnelEvent]:
+        """Feed one outer ``RouterService/Stream`` message as a Jumpstarter 0.9.0 peer would receive it.
+
+        DATA feeds its payload. GOAWAY ends the direction (:meth:`end`): Jumpstarter's ``RouterStream`` treats it as
+        end-of-stream and never reads past it, so later DATA raises. PING, RST_STREAM and unknown types are ignored,
+        as ``RouterStream`` ignores them too (it only logs them); they return no events.
+        """
+        if frame_type == RouterFrameType.DATA:
+            return self.feed(direction, payload)
+        if frame_type == RouterFrameType.GOAWAY:
+            return self.end(direction)
+        self._check_open(direction)
+        return []
+
+    def _check_open(self, direction: Direction) -> _Side:
+        side = self._sides[direction]
+        if side.error is not None:
+            side.error.events = ()
+            raise side.error
+        return side
+
+    @staticmethod
+    def _refuse(side: _Side, err: TunnelError) -> TunnelError:
+        side.error = err
+        return err
+
+    # Framing ---------------------------------------------------------------------------------------------------
+
+    def _parse(self, side: _Side, events: list[TunnelEvent]) -> None:
+        buf = side.buffer
+        pos = 0
+        if side.preface_pending:
+            seen = bytes(buf[: len(CONNECTION_PREFACE)])
+            if not CONNECTION_PREFACE.startswith(seen):
+                side.offset, side.frame = side.consumed, None
+                raise side.fail(f"expected the HTTP/2 connection preface, got {seen!r}")
+            if len(seen) < len(CONNECTION_PREFACE):
+                return
+            side.preface_pending = False
+            pos = len(CONNECTION_PREFACE)
+        try:
+            while len(buf) - pos >= FRAME_HEADER_SIZE:
+                header = bytes(buf[pos : pos + FRAME_HEADER_SIZE])
+                high, low, frame_type, flags, stream_id = _FRAME_HEADER.unpack(header)
+                length = (high << 8) | low
+                side.offset = side.consumed + pos
+                side.frame = _describe(frame_type, flags, stream_id & 0x7FFFFFFF, length)
+                if length > self.max_frame_size:
+                    raise side.fail(
+                        f"frame larger than the limit of {self.max_frame_size} bytes",
+                        TunnelLimitError,
+                        ErrorCode.FRAME_SIZE_ERROR,
+                    )
+                end = pos + FRAME_HEADER_SIZE + length
+                if len(buf) < end:
+                    break
+                self._frame(side, header, bytes(buf[pos + FRAME_HEADER_SIZE : end]), events)
+                pos = end
+        finally:
+            del buf[:pos]
+            side.consumed += pos
+
+    def _frame(self, side: _Side, header: bytes, body: bytes, events: list[TunnelEvent]) -> None:
+        try:
+            frame, length = Frame.parse_frame_header(memoryview(header))
+            frame.parse_body(memoryview(body))
+        except HyperframeError as err:
+            raise side.fail(f"malformed frame: {err}") from err
+
+        if side.header_block is not None:
+            if not isinstance(frame, ContinuationFrame) or frame.stream_id != side.header_block.stream_id:
+                raise side.fail(f"expected CONTINUATION for stream {side.header_block.stream_id}")
+            self._continuation(side, frame, events)
+            return
+        if not side.settings_seen:
+            if not isinstance(frame, SettingsFrame) or "ACK" in frame.flags:
+                raise side.fail("the first frame must be SETTINGS")
+            side.settings_seen = True
+        if frame.stream_id and frame.stream_id % 2 == 0 and isinstance(frame, _STREAM_FRAMES):
+            # gRPC clients disable server push, so every stream is client-initiated and odd.
+            raise side.fail("even stream id: server push is not in use")
+
+        if isinstance(frame, DataFrame):
+            self._data(side, frame, events)
+        elif isinstance(frame, HeadersFrame):
+            self._headers(side, frame, length, events)
+        elif isinstance(frame, ContinuationFrame):
+            raise side.fail("CONTINUATION without a preceding HEADERS")
+        elif isinstance(frame, PriorityFrame):
+            if frame.depends_on == frame.stream_id:
+                raise side.fail("stream depends on itself")
+        elif isinstance(frame, RstStreamFrame):
+            self._rst_stream(side, frame, events)
+        elif isinstance(frame, SettingsFrame):
+            self._settings(side, frame)
+        elif isinstance(frame, GoAwayFrame):
+            events.append(
+                ConnectionClosed(
+                    error_code=frame.error_code,
+                    last_stream_id=frame.last_stream_id,
+                    debug_data=frame.additional_data,
+                    by_client=side.direction.by_client,
+                )
+            )
+        elif isinstance(frame, WindowUpdateFrame):
+            if frame.stream_id and side.direction.by_client and frame.stream_id > side.last_stream_id:
+                raise side.fail("WINDOW_UPDATE on an idle stream")
+        elif frame.type == _PUSH_PROMISE:
+            raise side.fail("PUSH_PROMISE: gRPC clients disable server push")
+        # PING needs no action (hyperframe checked its size); unknown frame types must be ignored (RFC 9113 5.5).
+
+    def _settings(self, side: _Side, frame: SettingsFrame) -> None:
+        for name, value in frame.settings.items():
+            if name == _ENABLE_PUSH and (value > 1 or (value == 1 and not side.direction.by_client)):
+                raise side.fail(f"invalid SETTINGS_ENABLE_PUSH {value}")
+            if name == _ENABLE_CONNECT_PROTOCOL and value > 1:
+                raise side.fail(f"invalid SETTINGS_ENABLE_CONNECT_PROTOCOL {value}")
+            if name == _INITIAL_WINDOW_SIZE and value > 2**31 - 1:
+                raise side.fail(
+                    f"invalid SETTINGS_INITIAL_WINDOW_SIZE {value}", error_code=ErrorCode.FLOW_CONTROL_ERROR
+                )
+            if name == _SETTINGS_MAX_FRAME_SIZE and not 2**14 <= value <= 2**24 - 1:
+                raise side.fail(f"invalid SETTINGS_MAX_FRAME_SIZE {value}")
+
+    def _rst_stream(self, side: _Side, frame: RstStreamFrame, events: list[TunnelEvent]) -> None:
+        if side.direction.by_client and frame.stream_id > side.last_stream_id:
+            raise side.fail("RST_STREAM on an idle stream")
+        stream = side.streams.setdefault(frame.stream_id, _HalfStream())
+        stream.reset = True
+        stream.buffer.clear()  # a message cut short by the reset is abandoned, not an error
+        events.append(
+            StreamReset(stream_id=frame.stream_id, error_code=frame.error_code, by_client=side.direction.by_client)
+        )
+
+    # Headers ---------------------------------------------------------------------------------------------------
+
+    def _headers(self, side: _Side, frame: HeadersFrame, length: int, events: list[TunnelEvent]) -> None:
+        # hyperframe misses padding that eats into the priority fields; check the whole layout here.
+        overhead = (1 + frame.pad_length if "PADDED" in frame.flags else 0) + (5 if "PRIORITY" in frame.flags else 0)
+        if overhead > length:
+            raise side.fail("padding longer than the frame")
+        if "PRIORITY" in frame.flags and frame.depends_on == frame.stream_id:
+            raise side.fail("stream depends on itself")
+        self._check_headers_allowed(side, frame.stream_id)
+        assert side.frame is not None
+        side.header_block = _HeaderBlock(
+            stream_id=frame.stream_id,
+            end_stream="END_STREAM" in frame.flags,
+            offset=side.offset,
+            frame=side.frame,
+            fragments=[frame.data],
+            size=len(frame.data),
+        )
+        self._check_block_size(side, side.header_block)
+        if "END_HEADERS" in frame.flags:
+            self._finish_header_block(side, events)
+
+    def _continuation(self, side: _Side, frame: ContinuationFrame, events: list[TunnelEvent]) -> None:
+        block = side.header_block
+        assert block is not None
+        block.fragments.append(frame.data)
+        block.size += len(frame.data)
+        self._check_block_size(side, block)
+        if "END_HEADERS" in frame.flags:
+            self._finish_header_block(side, events)
+
+    def _check_block_size(self, side: _Side, block: _HeaderBlock) -> None:
+        if block.size > self.max_header_block_size:
+            raise side.fail(
+                f"header block larger than the limit of {self.max_header_block_size} bytes", TunnelLimitError
+            )
+
+    def _check_headers_allowed(self, side: _Side, stream_id: int) -> None:
+        stream = side.streams.get(stream_id)
+        if side.direction.by_client and stream_id > side.last_stream_id:
+            return  # opens a new stream
+        if stream is None:
+            if side.direction.by_client:
+                raise side.fail("HEADERS on a closed stream (stream ids must increase)")
+            return  # the exporter's first HEADERS on this stream
+        if stream.ended or stream.reset:
+            raise side.fail("HEADERS on a stream this side already closed", error_code=ErrorCode.STREAM_CLOSED)
+        if not stream.headers_seen:  # only an RST_STREAM was seen, and that closes the stream
+            raise side.fail("HEADERS on a closed stream", error_code=ErrorCode.STREAM_CLOSED)
+
+    def _finish_header_block(self, side: _Side, events: list[TunnelEvent]) -> None:
+        block = side.header_block
+        assert block is not None
+        side.header_block = None
+        # Errors about the header block name its HEADERS frame rather than the last CONTINUATION.
+        side.offset, side.frame = block.offset, block.frame
+        try:
+            decoded = side.hpack.decode(b"".join(block.fragments), raw=True)
+        except hpack.OversizedHeaderListError as err:
+            raise side.fail(f"header list too large: {err}", TunnelLimitError) from err
+        except hpack.HPACKError as err:
+            raise side.fail(f"HPACK: {err}", error_code=ErrorCode.COMPRESSION_ERROR) from err
+        fields = [(cast(bytes, name), cast(bytes, value)) for name, value in decoded]
+        pseudo, regular = self._split_fields(side, fields)
+        stream = side.streams.get(block.stream_id)
+        if side.direction.by_client:
+            if stream is None:
+                self._request_headers(side, block, pseudo, regular, events)
+            else:
+                self._request_trailers(side, block, pseudo, stream, events)
+        elif stream is None:
+            self._response_headers(side, block, pseudo, regular, events)
+        else:
+            self._response_trailers(side, block, pseudo, regular, stream, events)
+
+    @staticmethod
+    def _split_fields(
+        side: _Side, fields: list[tuple[bytes, bytes]]
+    ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+        """Check RFC 9113 section 8.2 field rules; return (pseudo-headers, regular fields in order)."""
+        pseudo: dict[bytes, bytes] = {}
+        regular: list[tuple[bytes, bytes]] = []
+        for name, value in fields:
+            if name.startswith(b":"):
+                if regular:
+                    raise side.fail(f"pseudo-header {name!r} after a regular header")
+                if name in pseudo:
+                    raise side.fail(f"duplicate pseudo-header {name!r}")
+                pseudo[name] = value
+                continue
+            if not name or name != name.lower():
+                raise side.fail(f"header name {name!r} is empty or not lowercase")
+            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+                raise side.fail(f"connection-specific header {name!r}")
+            regular.append((name, value))
+        return pseudo, regular
+
+    def _request_headers(
+        self,
+        side: _Side,
+        block: _HeaderBlock,
+        pseudo: dict[bytes, bytes],
+        regular: list[tuple[bytes, bytes]],
+        events: list[TunnelEvent],
+    ) -> None:
+        unknown = set(pseudo) - _REQUEST_PSEUDO
+        if unknown:
+            raise side.fail(f"unexpected request pseudo-headers {sorted(unknown)}")
+        for name in _REQUIRED_REQUEST_PSEUDO:
+            if not pseudo.get(name):
+                raise side.fail(f"request without {name.decode()}")
+        side.last_stream_id = block.stream_id
+        stream = side.streams[block.stream_id] = _HalfStream(headers_seen=True)
+        timeout = None
+        metadata: list[tuple[str, MetadataValue]] = []
+        for name, value in regular:
+            if name == b"grpc-timeout":
+                timeout = _parse_timeout(side, value)
+            else:
+                metadata.extend(_metadata_entries(side, name, value))
+        authority = pseudo.get(b":authority")
+        events.append(
+            RequestHeaders(
+                stream_id=block.stream_id,
+                method=_text(pseudo[b":path"]),
+                authority=None if authority is None else _text(authority),
+                timeout=timeout,
+                metadata=tuple(metadata),
+            )
+        )
+        if block.end_stream:
+            self._end_request(side, block.stream_id, stream, events)
+
+    def _request_trailers(
+        self,
+        side: _Side,
+        block: _HeaderBlock,
+        pseudo: dict[bytes, bytes],
+        stream: _HalfStream,
+        events: list[TunnelEvent],
+    ) -> None:
+        # gRPC clients never send trailers; HTTP/2 allows them, so accept and drop their (HPACK-decoded) fields.
+        if pseudo:
+            raise side.fail("pseudo-headers in trailers")
+        if not block.end_stream:
+            raise side.fail("second HEADERS without END_STREAM")
+        self._end_request(side, block.stream_id, stream, events)
+
+    def _response_headers(
+        self,
+        side: _Side,
+        block: _HeaderBlock,
+        pseudo: dict[bytes, bytes],
+        regular: list[tuple[bytes, bytes]],
+        events: list[TunnelEvent],
+    ) -> None:
+        status = pseudo.get(b":status")
+        if set(pseudo) != {b":status"} or status is None or not _STATUS.fullmatch(status):
+            raise side.fail(f"response needs exactly one valid :status pseudo-header, got {pseudo!r}")
+        stream = side.streams[block.stream_id] = _HalfStream(headers_seen=True, http_status=int(status))
+        if block.end_stream:
+            stream.ended = True
+            events.append(self._trailers_event(side, block.stream_id, stream, regular, trailers_only=True))
+            return
+        metadata = tuple(entry for name, value in regular for entry in _metadata_entries(side, name, value))
+        events.append(ResponseHeaders(stream_id=block.stream_id, http_status=stream.http_status, metadata=metadata))
+
+    def _response_trailers(
+        self,
+        side: _Side,
+        block: _HeaderBlock,
+        pseudo: dict[bytes, bytes],
+        regular: list[tuple[bytes, bytes]],
+        stream: _HalfStream,
+        events: list[TunnelEvent],
+    ) -> None:
+        if pseudo:
+            raise side.fail("pseudo-headers in trailers")
+        if not block.end_stream:
+            raise side.fail("second HEADERS without END_STREAM")
+        self._check_no_partial_message(side, stream)
+        stream.ended = True
+        events.append(self._trailers_event(side, block.stream_id, stream, regular, trailers_only=False))
+
+    @staticmethod
+    def _trailers_event(
+        side: _Side,
+        stream_id: int,
+        stream: _HalfStream,
+        regular: list[tuple[bytes, bytes]],
+        *,
+        trailers_only: bool,
+    ) -> ResponseTrailers:
+        code: int | None = None
+        details = ""
+        metadata: list[tuple[str, MetadataValue]] = []
+        for name, value in regular:
+            if name == b"grpc-status":
+                if not _GRPC_STATUS.fullmatch(value):
+                    raise side.fail(f"invalid grpc-status {value!r}", GrpcProtocolError)
+                code = int(value)
+            elif name == b"grpc-message":
+                # Percent-encoded UTF-8; gRPC asks decoders to keep bad escapes and bad UTF-8 rather than fail.
+                details = urllib.parse.unquote_to_bytes(value).decode("utf-8", errors="replace")
+            else:
+                metadata.extend(_metadata_entries(side, name, value))
+        if code is None:
+            code = _HTTP_TO_GRPC.get(stream.http_status, _GRPC_UNKNOWN)
+        return ResponseTrailers(
+            stream_id=stream_id, code=code, details=details, metadata=tuple(metadata), trailers_only=trailers_only
+        )
+
+    # Data ------------------------------------------------------------------------------------------------------
+
+    def _data(self, side: _Side, frame: DataFrame, events: list[TunnelEvent]) -> None:
+        stream = side.streams.get(frame.stream_id)
+        if stream is None or not stream.headers_seen:
+            raise side.fail("DATA before HEADERS", error_code=ErrorCode.STREAM_CLOSED)
+        if stream.ended or stream.reset:
+            raise side.fail("DATA on a stream this side already closed", error_code=ErrorCode.STREAM_CLOSED)
+        buf = stream.buffer
+        buf += frame.data
+        message_type = RequestMessage if side.direction.by_client else ResponseMessage
+        while len(buf) >= _GRPC_PREFIX.size:
+            flag, size = _GRPC_PREFIX.unpack_from(buf)
+            if flag > 1:
+                raise side.fail(f"invalid gRPC compressed-flag {flag}", GrpcProtocolError)
+            if size > self.max_message_size:
+                raise side.fail(
+                    f"gRPC message of {size} bytes exceeds the limit of {self.max_message_size}", TunnelLimitError
+                )
+            end = _GRPC_PREFIX.size + size
+            if len(buf) < end:
+                break
+            events.append(
+                message_type(stream_id=frame.stream_id, data=bytes(buf[_GRPC_PREFIX.size : end]), compressed=flag == 1)
+            )
+            del buf[:end]
+        if "END_STREAM" in frame.flags:
+            if not side.direction.by_client:
+                raise side.fail("the exporter ended a stream without trailers", GrpcProtocolError)
+            self._end_request(side, frame.stream_id, stream, events)
+
+    def _end_request(self, side: _Side, stream_id: int, stream: _HalfStream, events: list[TunnelEvent]) -> None:
+        self._check_no_partial_message(side, stream)
+        stream.ended = True
+        events.append(RequestEnded(stream_id=stream_id))
+
+    @staticmethod
+    def _check_no_partial_message(side: _Side, stream: _HalfStream) -> None:
+        if stream.buffer:
+            raise side.fail(
+                f"stream ended inside a gRPC message ({len(stream.buffer)} bytes pending)", GrpcProtocolError
+            )
+
+
+def _text(value: bytes) -> str:
+    """Header text as grpcio decodes it: UTF-8, or Latin-1 (lossless) when the bytes are not UTF-8."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _metadata_entries(side: _Side, name: bytes, value: bytes) -> Iterable[tuple[str, MetadataValue]]:
+    key = name.decode("latin-1")
+    if not key.endswith("-bin"):
+        return [(key, _text(value))]
+    if value.startswith(b"\x00"):
+        # gRPC's "true binary metadata" extension (setting 0xfe03, which grpc core peers advertise): a NUL byte,
+        # then the raw value.
+        return [(key, value[1:])]
+    # gRPC allows several base64 values joined by commas in one field, padded or not.
+    entries: list[tuple[str, MetadataValue]] = []
+    for part in value.split(b","):
+        part = part.strip()
+        try:
+            entries.append((key, base64.b64decode(part + b"=" * (-len(part) % 4), validate=True)))
+        except binascii.Error as err:
+            raise side.fail(f"invalid base64 in {key}: {part!r}", GrpcProtocolError) from err
+    return entries
+
+
+def _parse_timeout(side: _Side, value: bytes) -> float:
+    match = _TIMEOUT.fullmatch(value)
+    if match is None:
+        raise side.fail(f"invalid grpc-timeout {value!r}", GrpcProtocolError)
+    return int(match[1]) * _TIMEOUT_UNITS[match[2]]
