@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from .decoder import TunnelDecoder
 from .events import (
@@ -88,7 +89,8 @@ class InnerCall:
         return self.code is not None or self.reset is not None
 
 
-ConnectionEvent = ConnectionClosed | TunnelEnded
+#: Events about the whole tunnel rather than one call.
+ConnectionEvent: TypeAlias = ConnectionClosed | TunnelEnded
 
 
 class CallAssembler:

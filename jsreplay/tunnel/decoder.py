@@ -222,7 +222,10 @@ class TunnelDecoder:
         if side.ended:
             if not data:
                 return []
-            raise self._refuse(side, TunnelProtocolError("data after the end of the byte stream", direction=direction))
+            err = TunnelProtocolError(
+                "data after the end of the byte stream", direction=direction, offset=side.consumed
+            )
+            raise self._refuse(side, err)
         side.buffer += data
         events: list[TunnelEvent] = []
         try:
