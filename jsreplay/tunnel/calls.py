@@ -43,7 +43,9 @@ class InnerCall:
 
     ``method`` is None only when the request headers were never seen (a cut-off recording). ``code`` is None until
     the exporter sent its status; ``reset`` is the HTTP/2 error code of the first RST_STREAM on the stream, if any
-    (8, CANCEL, when the client cancelled), and ``reset_by_client`` who sent it. The ``*_seq`` fields are the seqs
+    (8, CANCEL, when the client cancelled), and ``reset_by_client`` who sent it; a reset may also follow the
+    trailers (NO_ERROR, from a server that finished before the client half-closed), so look at ``code`` first to
+    tell how the call ended. The ``*_seq`` fields are the seqs
     of the events that opened the call (the first event seen for it), half-closed the request, carried the response
     headers and ended the call (trailers or the first reset).
 

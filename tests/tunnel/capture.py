@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,6 +283,3 @@ async def capture(big: bool = True) -> Capture:
 def run_capture(big: bool = True) -> Capture:
     """:func:`capture` from synchronous code (pytest fixtures)."""
     return asyncio.run(asyncio.wait_for(capture(big), timeout=3 * WAIT))
-
-
-Runner = Callable[[bool], Capture]
