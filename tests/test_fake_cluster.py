@@ -164,8 +164,11 @@ async def test_client_retries_dial_while_exporter_not_ready() -> None:
                 )
     assert result.echoed == ECHO_PAYLOAD
     dials = [c for c in cluster.calls if c.method == CONTROLLER + "Dial"]
-    assert sum(c.code == grpc.StatusCode.OK for c in dials) == 2
+    assert any(c.code == grpc.StatusCode.FAILED_PRECONDITION for c in dials)
     assert all(c.details == "exporter not ready" for c in dials if c.code != grpc.StatusCode.OK)
+    # The real connection's Dial got through. The readiness probe's may not have: its retry back-off
+    # (0.3 s, doubling) can outlast the whole scenario, which then cancels it.
+    assert 1 <= sum(c.code == grpc.StatusCode.OK for c in dials) <= 2
 
 
 @pytest.mark.timeout(60)
@@ -195,7 +198,8 @@ async def test_hooks_make_variants() -> None:
     assert result.exporter_labels == {**LABELS, "injected": "yes"}
     assert result.echoed == ECHO_PAYLOAD
     dials = [c.code for c in cluster.calls if c.method == CONTROLLER + "Dial"]
-    assert dials.count(grpc.StatusCode.FAILED_PRECONDITION) == 1 and dials.count(grpc.StatusCode.OK) == 2
+    # If the failed Dial was the readiness probe's, its retry may be cancelled by the end of the scenario.
+    assert dials.count(grpc.StatusCode.FAILED_PRECONDITION) == 1 and dials.count(grpc.StatusCode.OK) in (1, 2)
 
 
 @pytest.mark.e2e
