@@ -1,0 +1,179 @@
+"""The recording proxy: a gRPC server that forwards to a real controller/router and records everything."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from jsreplay import __version__
+from jsreplay.cassette.format import CassetteWriter
+from jsreplay.cassette.migrations import FORMAT_VERSION
+from jsreplay.cassette.model import Header, Redaction
+from jsreplay.cassette.redaction import DEFAULT_FIELDS, Redactor
+from jsreplay.grpc_options import SERVER_OPTIONS
+from jsreplay.protocol.registry import Registry
+from jsreplay.record.forward import ForwardingHandler
+from jsreplay.record.recorder import Recorder, RecorderStats
+from jsreplay.record.routing import RouterTable
+from jsreplay.record.upstream import UpstreamChannels, UpstreamTrust
+from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, bind, parse_hostport
+
+STOP_GRACE_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordConfig:
+    upstream: str  # HOST:PORT of the real controller
+    cassette: Path
+    listen: str = DEFAULT_LISTEN
+    advertise: str | None = None  # address peers use to reach the proxy, when it differs from --listen
+    upstream_trust: UpstreamTrust = field(default_factory=UpstreamTrust)
+    tls: ListenTLS = field(default_factory=ListenTLS)
+    redact: bool = True
+    redact_fields: tuple[str, ...] = ()
+    overwrite: bool = False
+
+
+class RecordingProxy:
+    """Start with `start()`, stop with `stop()`; or use `jsreplay.record(...)`."""
+
+    def __init__(self, config: RecordConfig) -> None:
+        parse_hostport(config.upstream, what="--upstream")  # fail before anything is created
+        self.config = config
+        self._registry = Registry.default()
+        self._server: grpc.aio.Server | None = None
+        self._bound: BoundServer | None = None
+        self._recorder: Recorder | None = None
+        self._channels = UpstreamChannels(config.upstream_trust)
+        self.routes: RouterTable | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """HOST:PORT for the peers' `endpoint` setting."""
+        return self._require_bound().endpoint
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self._require_bound().ca_pem
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self._require_bound().ca_file
+
+    @property
+    def stats(self) -> RecorderStats:
+        return self._require_recorder().stats
+
+    @property
+    def bytes_written(self) -> int:
+        return self._require_recorder().bytes_written
+
+    @property
+    def error(self) -> str | None:
+        """Why recording stopped early (a write failure), if it did."""
+        return self._require_recorder().error
+
+    def _require_bound(self) -> BoundServer:
+        if self._bound is None:
+            raise RuntimeError("the proxy is not started")
+        return self._bound
+
+    def _require_recorder(self) -> Recorder:
+        if self._recorder is None:
+            raise RuntimeError("the proxy is not started")
+        return self._recorder
+
+    def _redactor(self) -> Redactor | None:
+        if not self.config.redact:
+            return None
+        return Redactor(registry=self._registry, fields=(*DEFAULT_FIELDS, *self.config.redact_fields))
+
+    async def start(self) -> None:
+        config = self.config
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        bound = bind(server, config.listen, config.tls, advertise=config.advertise)
+        try:
+            redactor = self._redactor()
+            header = Header(
+                format_version=FORMAT_VERSION,
+                jsreplay_version=__version__,
+                created_unix_ns=time.time_ns(),
+                upstreams=(config.upstream,),
+                descriptor_set=self._registry.descriptor_set,
+                redaction=redactor.description if redactor else Redaction(enabled=False),
+            )
+            writer = CassetteWriter(config.cassette, header, redactor=redactor, overwrite=config.overwrite)
+        except BaseException:
+            bound.cleanup()
+            raise
+        self._recorder = Recorder(writer)
+        self.routes = RouterTable(self._registry, bound.endpoint)
+        server.add_generic_rpc_handlers(
+            (
+                ForwardingHandler(
+                    recorder=self._recorder,
+                    registry=self._registry,
+                    channels=self._channels,
+                    upstream=config.upstream,
+                    routes=self.routes,
+                ),
+            )
+        )
+        await server.start()
+        self._server, self._bound = server, bound
+
+    async def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Stop serving; calls still open get `grace` seconds to finish, then are cancelled and recorded so."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        await self._channels.close()
+        if self._recorder is not None:
+            self._recorder.close()
+        if self._bound is not None:
+            self._bound.cleanup()
+
+
+@asynccontextmanager
+async def record(
+    *,
+    upstream: str,
+    cassette: str | Path,
+    listen: str = DEFAULT_LISTEN,
+    advertise: str | None = None,
+    upstream_ca: bytes | None = None,
+    upstream_insecure: bool = False,
+    upstream_plaintext: bool = False,
+    tls: ListenTLS | None = None,
+    redact: bool = True,
+    redact_fields: Iterable[str] = (),
+    overwrite: bool = False,
+) -> AsyncIterator[RecordingProxy]:
+    """Run a recording proxy for the duration of the block::
+
+    async with jsreplay.record(upstream="controller:443", cassette="run.msgpack") as proxy:
+        ...  # point peers at proxy.endpoint, trusting proxy.ca_pem
+    """
+    proxy = RecordingProxy(
+        RecordConfig(
+            upstream=upstream,
+            cassette=Path(cassette),
+            listen=listen,
+            advertise=advertise,
+            upstream_trust=UpstreamTrust(ca_pem=upstream_ca, insecure=upstream_insecure, plaintext=upstream_plaintext),
+            tls=tls or ListenTLS(),
+            redact=redact,
+            redact_fields=tuple(redact_fields),
+            overwrite=overwrite,
+        )
+    )
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

@@ -1,0 +1,142 @@
+"""The recorder: turns what the proxy sees into numbered, timed cassette events.
+
+It runs on the proxy's event loop and writes synchronously: one `os.write` per event is cheaper than handing
+events to a thread, and it keeps the file in event order. A write failure (disk full) is reported once and
+recording stops, but forwarding goes on: the user's session is never broken by the recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from jsreplay.cassette.errors import CassetteError
+from jsreplay.cassette.format import CassetteWriter
+from jsreplay.cassette.model import (
+    AnyEvent,
+    CallStart,
+    Cancel,
+    CancelSource,
+    ClientHalfClose,
+    ClientMessage,
+    Metadata,
+    Role,
+    ServerHeaders,
+    ServerMessage,
+    Status,
+)
+
+log = logging.getLogger("jsreplay.record")
+
+
+@dataclass
+class RecorderStats:
+    calls: int = 0
+    open_calls: int = 0
+    open_streams: int = 0
+    events: int = 0
+    message_bytes: int = 0
+    failed_calls: int = 0
+
+
+class Recorder:
+    def __init__(self, writer: CassetteWriter) -> None:
+        self._writer = writer
+        self._t0 = time.monotonic_ns()
+        self._seq = 0
+        self._next_call_id = 1
+        self._streaming: set[int] = set()
+        self.stats = RecorderStats()
+        self.error: str | None = None
+
+    @property
+    def path(self) -> str:
+        return str(self._writer.path)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._writer.bytes_written
+
+    def _emit(self, event: AnyEvent) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._writer.write(event)
+        except (OSError, CassetteError) as err:
+            self.error = f"writing {self._writer.path} failed at event {self._seq}: {err}"
+            log.error("%s; forwarding continues but nothing more is recorded", self.error)
+            return
+        self.stats.events += 1
+
+    def _head(self, call_id: int) -> dict[str, int]:
+        seq = self._seq
+        self._seq += 1
+        return {"call_id": call_id, "seq": seq, "t_ns": time.monotonic_ns() - self._t0}
+
+    def start_call(
+        self,
+        *,
+        method: str,
+        role: Role,
+        metadata: Metadata,
+        peer: str,
+        target: str,
+        timeout_ns: int | None,
+        streaming: bool,
+    ) -> int:
+        call_id = self._next_call_id
+        self._next_call_id += 1
+        self.stats.calls += 1
+        self.stats.open_calls += 1
+        if streaming:
+            self._streaming.add(call_id)
+            self.stats.open_streams += 1
+        self._emit(
+            CallStart(
+                **self._head(call_id),
+                method=method,
+                role=role,
+                metadata=metadata,
+                peer=peer,
+                target=target,
+                timeout_ns=timeout_ns,
+            )
+        )
+        return call_id
+
+    def client_message(self, call_id: int, data: bytes) -> None:
+        self.stats.message_bytes += len(data)
+        self._emit(ClientMessage(**self._head(call_id), data=data))
+
+    def client_half_close(self, call_id: int) -> None:
+        self._emit(ClientHalfClose(**self._head(call_id)))
+
+    def server_headers(self, call_id: int, metadata: Metadata) -> None:
+        self._emit(ServerHeaders(**self._head(call_id), metadata=metadata))
+
+    def server_message(self, call_id: int, data: bytes, forwarded: bytes | None = None) -> None:
+        self.stats.message_bytes += len(data)
+        self._emit(ServerMessage(**self._head(call_id), data=data, forwarded=forwarded))
+
+    def _end(self, call_id: int) -> None:
+        self.stats.open_calls -= 1
+        if call_id in self._streaming:
+            self._streaming.discard(call_id)
+            self.stats.open_streams -= 1
+
+    def status(self, call_id: int, code: int, details: str, trailing_metadata: Metadata) -> None:
+        if code != 0:
+            self.stats.failed_calls += 1
+        self._end(call_id)
+        self._emit(Status(**self._head(call_id), code=code, details=details, trailing_metadata=trailing_metadata))
+
+    def cancel(self, call_id: int, by: CancelSource, reason: str) -> None:
+        self._end(call_id)
+        self._emit(Cancel(**self._head(call_id), by=by, reason=reason))
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        except OSError as err:
+            self.error = self.error or f"closing {self._writer.path} failed: {err}"
