@@ -11,7 +11,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # `jsreplay.record(...)` is the function, not the subpackage of the same name: importing the subpackage
 # binds its module here first, and the assignment below replaces that binding with the function.
-from jsreplay.record.proxy import record as _record  # noqa: E402
+from jsreplay.record.proxy import record as _record
 
 record = _record
 
