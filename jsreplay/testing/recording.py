@@ -1,0 +1,54 @@
+"""Record the real scenario through `jsreplay record` against a fake cluster: the source of test cassettes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from jumpstarter.driver import Driver
+
+from jsreplay.record import record
+from jsreplay.testing.cluster import FakeCluster
+from jsreplay.testing.peers import ScenarioResult, default_drivers, run_client_scenario, run_exporter
+
+LABELS = {"example.com/board": "demo", "jsreplay.dev/test": "fake-cluster"}
+SELECTOR = "example.com/board=demo"
+SCENARIO_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    cassette: Path
+    result: ScenarioResult
+    cluster_calls: dict[str, int]  # method -> how many calls the cluster served
+
+
+async def record_scenario(
+    cassette: Path,
+    *,
+    cluster_kwargs: Mapping[str, Any] | None = None,
+    drivers: Callable[[], Driver] = default_drivers,
+    exporter_name: str = "exporter-1",
+    client_name: str = "alice",
+    labels: Mapping[str, str] = LABELS,
+    selector: str = SELECTOR,
+    redact: bool = True,
+) -> RecordedRun:
+    """Run the full real-client scenario with both peers going through one recording proxy."""
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        async with FakeCluster(**(cluster_kwargs or {})) as cluster:
+            async with record(
+                upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette, redact=redact
+            ) as proxy:
+                exporter = cluster.new_exporter(exporter_name, dict(labels))
+                client = cluster.new_client(client_name)
+                async with run_exporter(proxy.endpoint, exporter.token, proxy.ca_pem, exporter.name, drivers=drivers):
+                    await cluster.wait_exporter_available(exporter.name)
+                    result = await run_client_scenario(
+                        proxy.endpoint, client.token, proxy.ca_pem, name=client.name, selector=selector
+                    )
+                    await cluster.wait_exporter_available(exporter.name)
+            return RecordedRun(cassette=cassette, result=result, cluster_calls=dict(cluster.call_counts()))
