@@ -55,6 +55,7 @@ def _register_commands() -> None:
     from jsreplay.cli import record
 
     cli.add_command(record.record_command)
+    __import__("jsreplay.cli.show", fromlist=["register"]).register(cli)  # show, diff, textconv
 
 
 _register_commands()

@@ -1,0 +1,125 @@
+"""`jsreplay show`: a cassette as a timeline, a JSON document or a Mermaid sequence diagram.
+
+Also home of what the inspect commands (show, diff, textconv) share: loading a cassette into a decoded view
+with progress on a terminal, and writing long output to a pipe that may close early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jsreplay.cassette.format import CassetteReader
+from jsreplay.cassette.model import group_calls
+from jsreplay.cli.progress import StatusLine
+from jsreplay.inspect.mermaid import render_mermaid
+from jsreplay.inspect.show import ShowOptions, render_text, select_calls, view_to_json
+from jsreplay.inspect.view import CassetteView, build_view
+
+_PROGRESS_EVERY = 4096  # events between progress updates while reading
+
+
+def load_view(
+    path: Path, *, decode: bool = True, tunnels: bool = True, status: StatusLine | None = None
+) -> CassetteView:
+    """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2)."""
+    status = status or StatusLine()
+    with CassetteReader(path) as reader:
+        events = []
+        for event in reader:
+            events.append(event)
+            if len(events) % _PROGRESS_EVERY == 0:
+                status.show(f"{path.name}: read {len(events)} events")
+        header, truncated_at = reader.header, reader.truncated_at
+    calls = group_calls(events)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        status.show(f"{path.name}: {stage} {done}/{total}")
+
+    try:
+        return build_view(
+            header,
+            calls,
+            decode=decode,
+            tunnels=tunnels,
+            events=len(events),
+            truncated_at=truncated_at,
+            progress=progress if status.enabled else None,
+        )
+    finally:
+        status.clear()
+
+
+def write_output(chunks: Iterable[str], *, color: bool | None = None) -> None:
+    """Write lines to stdout; a reader that goes away (`| head`) ends the command quietly."""
+    try:
+        buffer: list[str] = []
+        size = 0
+        for line in chunks:
+            buffer.append(line)
+            size += len(line)
+            if size > 1 << 20:
+                click.echo("\n".join(buffer), color=color)
+                buffer, size = [], 0
+        if buffer:
+            click.echo("\n".join(buffer), color=color)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit; point stdout at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+def write_json(document: Any) -> None:
+    write_output([json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))])
+
+
+@click.command("show")
+@click.argument("cassette", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "mermaid"]),
+    default="text",
+    show_default=True,
+    help="A timeline, one JSON document (for scripts and jq), or a Mermaid sequence diagram.",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    metavar="GLOB",
+    help="Only calls whose method matches: full path or Service/Method, e.g. '*Lease' (repeatable).",
+)
+@click.option("--no-tunnel", is_flag=True, help="Don't decode router tunnels into their inner calls.")
+@click.option("--raw", is_flag=True, help="Raw message bytes (hex) instead of decoded messages.")
+def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: bool, raw: bool) -> None:
+    """Show a cassette: every call in time order with its messages, router tunnels with their inner calls.
+
+    Unknown fields (a peer newer than the cassette's schema) appear by number, marked "unknown field".
+    """
+    view = load_view(cassette, decode=not raw, tunnels=not no_tunnel)
+    options = ShowOptions(methods=methods, raw=raw)
+    if fmt == "json":
+        write_json(view_to_json(view, str(cassette), options))
+    elif fmt == "mermaid":
+        write_output(render_mermaid(select_calls(view, methods), view))
+    else:
+        write_output(render_text(view, str(cassette), options))
+
+
+def register(group: click.Group) -> None:
+    """Add the inspect commands (show, diff, textconv) to the `jsreplay` group."""
+    from jsreplay.cli.diff import diff_command
+    from jsreplay.cli.textconv import textconv_command
+
+    group.add_command(show_command)
+    group.add_command(diff_command)
+    group.add_command(textconv_command)

@@ -1,0 +1,93 @@
+"""Sequence alignment: which item of the old sequence corresponds to which item of the new one.
+
+Identical items are matched by a longest-common-subsequence pass over their keys, so one added call does not
+make everything after it differ. Between two matched stretches, the leftover items are paired by a small
+edit-distance alignment whose substitution cost is "how different are these two" (the caller's `cost`), so
+a changed call pairs with its counterpart and a new call shows as added, whatever their order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from difflib import SequenceMatcher
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: An old item missing from new, or new missing from old, costs this much; a pair that differs in more than
+#: twice this many places is reported as removed + added rather than as changed.
+GAP_COST = 3
+#: Larger unmatched stretches are paired in order (the quadratic alignment would cost too much).
+MAX_GAP_ALIGN = 48
+
+Pair = tuple[int | None, int | None]
+
+
+def align(
+    old: Sequence[T],
+    new: Sequence[T],
+    key: Callable[[T], Hashable],
+    cost: Callable[[T, T], int],
+) -> list[Pair]:
+    """Pairs `(i, j)` in order: both set for corresponding items (equal or changed), `(i, None)` for an item
+    only in `old`, `(None, j)` for one only in `new`."""
+    old_keys = [key(x) for x in old]
+    new_keys = [key(x) for x in new]
+    if old_keys == new_keys:
+        return [(i, i) for i in range(len(old))]
+    pairs: list[Pair] = []
+    matcher = SequenceMatcher(None, old_keys, new_keys, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            pairs.extend(zip(range(i1, i2), range(j1, j2), strict=True))
+        else:
+            pairs.extend(_align_gap(old, new, i1, i2, j1, j2, cost))
+    return pairs
+
+
+def _align_gap(
+    old: Sequence[T],
+    new: Sequence[T],
+    i1: int,
+    i2: int,
+    j1: int,
+    j2: int,
+    cost: Callable[[T, T], int],
+) -> list[Pair]:
+    n, m = i2 - i1, j2 - j1
+    if n == 0 or m == 0:
+        return [(i, None) for i in range(i1, i2)] + [(None, j) for j in range(j1, j2)]
+    if n == 1 and m == 1:
+        return [(i1, j1)]  # the one call of its kind on each side: the same call, however much it changed
+    if n > MAX_GAP_ALIGN or m > MAX_GAP_ALIGN:
+        common = min(n, m)
+        paired: list[Pair] = [(i1 + k, j1 + k) for k in range(common)]
+        return paired + [(i, None) for i in range(i1 + common, i2)] + [(None, j) for j in range(j1 + common, j2)]
+    # Needleman-Wunsch: d[a][b] = cheapest alignment of old[i1:i1+a] with new[j1:j1+b].
+    d = [[0] * (m + 1) for _ in range(n + 1)]
+    for a in range(1, n + 1):
+        d[a][0] = a * GAP_COST
+    for b in range(1, m + 1):
+        d[0][b] = b * GAP_COST
+    subst = [[min(cost(old[i1 + a], new[j1 + b]), 2 * GAP_COST + 1) for b in range(m)] for a in range(n)]
+    for a in range(1, n + 1):
+        for b in range(1, m + 1):
+            d[a][b] = min(
+                d[a - 1][b - 1] + subst[a - 1][b - 1],
+                d[a - 1][b] + GAP_COST,
+                d[a][b - 1] + GAP_COST,
+            )
+    out: list[Pair] = []
+    a, b = n, m
+    while a > 0 or b > 0:
+        if a > 0 and b > 0 and d[a][b] == d[a - 1][b - 1] + subst[a - 1][b - 1] and subst[a - 1][b - 1] <= 2 * GAP_COST:
+            out.append((i1 + a - 1, j1 + b - 1))
+            a, b = a - 1, b - 1
+        elif a > 0 and (b == 0 or d[a][b] == d[a - 1][b] + GAP_COST):
+            out.append((i1 + a - 1, None))
+            a -= 1
+        else:
+            out.append((None, j1 + b - 1))
+            b -= 1
+    out.reverse()
+    return out

@@ -1,0 +1,597 @@
+"""Semantic diff of two cassettes: values in (two `CassetteView`s), a `DiffReport` out.
+
+Calls are compared per role and method as canonical units (`canon`), aligned with `align`, and every
+difference is reported with a path, e.g.::
+
+    ClientService/GetLease[1].responses[0].conditions[0].status
+    RouterService/Stream[0] > ExporterService/DriverCall[1].responses[0].result
+
+`Service/Method[n]` is the n-th call of that method (0-based, in canonical order; the old cassette's
+numbering for changed and removed calls, the new one's for added calls), `>` steps into a tunnel's inner
+calls, and the rest is the place in the call. See docs/inspect.md for the list of kinds and the JSON shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jsreplay.inspect.align import GAP_COST, align
+from jsreplay.inspect.canon import BENIGN_OUTCOMES, Unit, UnitBuilder, UnitGroup, cassette_drivers, freeze
+from jsreplay.inspect.ignores import Normalizer
+from jsreplay.inspect.schema_diff import SchemaChange, diff_schemas
+from jsreplay.inspect.values import inline_text, key_segment, to_json
+from jsreplay.inspect.view import CassetteView, ViewCall, ViewMessage, decode_message, short_method
+from jsreplay.protocol.registry import ProtocolError, Registry, UnknownTypeError
+
+JSON_FORMAT = "jsreplay-diff/1"
+JSON_MAX_BYTES = 256  # longer byte strings appear in JSON output as length + digest + head
+
+
+class DiffKind(enum.Enum):
+    """What a difference is about (the `kind` in JSON output)."""
+
+    CALL_ADDED = "call_added"
+    CALL_REMOVED = "call_removed"
+    METHOD_RENAMED = "method_renamed"
+    STATUS_CHANGED = "status_changed"
+    METADATA_KEY_ADDED = "metadata_key_added"
+    METADATA_KEY_REMOVED = "metadata_key_removed"
+    METADATA_VALUE_CHANGED = "metadata_value_changed"
+    MESSAGE_ADDED = "message_added"
+    MESSAGE_REMOVED = "message_removed"
+    FIELD_ADDED = "field_added"
+    FIELD_REMOVED = "field_removed"
+    FIELD_CHANGED = "field_changed"
+    UNKNOWN_FIELD_ADDED = "unknown_field_added"
+    UNKNOWN_FIELD_REMOVED = "unknown_field_removed"
+    TIMING_CHANGED = "timing_changed"
+    SCHEMA_ADDED = "schema_added"
+    SCHEMA_REMOVED = "schema_removed"
+    SCHEMA_CHANGED = "schema_changed"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One reported difference. `old`/`new` are decoded values (None when absent on that side)."""
+
+    kind: DiffKind
+    path: str
+    old: Any = None
+    new: Any = None
+    old_call: int | None = None  # call id in the old cassette (for inner calls: the tunnel's call id)
+    new_call: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    ignores: tuple[str, ...] = ()  # extra field-path globs to leave out (--ignore)
+    defaults: bool = True  # apply the default ignore list and value masks
+    timing_threshold: float | None = None  # report calls whose duration changed by more than this percentage
+
+
+@dataclass
+class DiffReport:
+    differences: list[Difference]
+    options: DiffOptions
+    old_calls: int
+    new_calls: int
+    compared_units: int = 0
+
+    @property
+    def equivalent(self) -> bool:
+        return not self.differences
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self.differences:
+            counts[d.kind.value] = counts.get(d.kind.value, 0) + 1
+        return counts
+
+
+# ---------------------------------------------------------------------------------------------------- values
+
+
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any((isinstance(k, str) and k.startswith("#")) or _has_unknown(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return False
+
+
+def _adopt_names(own: dict[str, Any], other: dict[str, Any], descriptor: Any) -> dict[str, Any]:
+    """`own`, with each unknown field ("#N") that `other` (the same bytes decoded by the other schema) knows by
+    name replaced by that named value; so a field one schema lacks is not reported as a message change."""
+    out: dict[str, Any] = {}
+    for key, value in own.items():
+        if key.startswith("#"):
+            known = descriptor.fields_by_number.get(int(key[1:]))
+            if known is not None and known.name in other:
+                out[known.name] = other[known.name]
+                continue
+            out[key] = value
+            continue
+        known = descriptor.fields_by_name.get(key)
+        sub = other.get(key)
+        message_type = known.message_type if known is not None else None
+        if message_type is None or message_type.GetOptions().map_entry or sub is None:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(sub, dict):
+            out[key] = _adopt_names(value, sub, message_type)
+        elif isinstance(value, list) and isinstance(sub, list) and len(value) == len(sub):
+            out[key] = [
+                _adopt_names(v, s, message_type) if isinstance(v, dict) and isinstance(s, dict) else v
+                for v, s in zip(value, sub, strict=True)
+            ]
+        else:
+            out[key] = value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and a != a and b != b:
+        return True
+    return bool(a == b)
+
+
+def value_diffs(old: Any, new: Any, path: str) -> list[Difference]:
+    """Field-level differences between two masked decoded values."""
+    out: list[Difference] = []
+    _value_diffs(old, new, path, out)
+    return out
+
+
+def _value_diffs(old: Any, new: Any, path: str, out: list[Difference]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            child = path + key_segment(str(key))
+            unknown = isinstance(key, str) and key.startswith("#")
+            if key in old and key in new:
+                _value_diffs(old[key], new[key], child, out)
+            elif key in old:
+                kind = DiffKind.UNKNOWN_FIELD_REMOVED if unknown else DiffKind.FIELD_REMOVED
+                out.append(Difference(kind, child, old=old[key]))
+            else:
+                kind = DiffKind.UNKNOWN_FIELD_ADDED if unknown else DiffKind.FIELD_ADDED
+                out.append(Difference(kind, child, new=new[key]))
+        return
+    if isinstance(old, list) and isinstance(new, list) and not path.rsplit(".", 1)[-1].startswith("#"):
+        if old == new:
+            return
+        if len(old) == len(new) and not any(isinstance(v, dict) for v in old):
+            pairs: list[tuple[int | None, int | None]] = [(i, i) for i in range(len(old))]
+        else:
+            pairs = align(old, new, freeze, lambda a, b: len(value_diffs(a, b, "")))
+        for i, j in pairs:
+            if i is not None and j is not None:
+                _value_diffs(old[i], new[j], f"{path}[{i}]", out)
+            elif i is not None:
+                out.append(Difference(DiffKind.FIELD_REMOVED, f"{path}[{i}]", old=old[i]))
+            else:
+                assert j is not None
+                out.append(Difference(DiffKind.FIELD_ADDED, f"{path}[{j}]", new=new[j]))
+        return
+    if not _same(old, new):
+        out.append(Difference(DiffKind.FIELD_CHANGED, path, old=old, new=new))
+
+
+# ---------------------------------------------------------------------------------------------------- calls
+
+
+def _call_summary(unit: Unit) -> dict[str, Any]:
+    first = unit.first
+    summary: dict[str, Any] = {"method": unit.method}
+    if unit.count > 1:
+        summary["count"] = unit.count
+    if first.inner is not None:
+        summary["inner_calls"] = [short_method(u.method) for u in unit.inner]
+    else:
+        summary["outcome"] = unit.body.get("outcome")
+        summary["requests"] = len(first.requests)
+        summary["responses"] = len(first.responses)
+    return summary
+
+
+class _Comparer:
+    def __init__(self, old: CassetteView, new: CassetteView, options: DiffOptions) -> None:
+        self.old = old
+        self.new = new
+        self.options = options
+        self.old_builder = UnitBuilder(self._normalizer(old))
+        self.new_builder = UnitBuilder(self._normalizer(new))
+        self.compared = 0
+
+    def _normalizer(self, view: CassetteView) -> Normalizer:
+        drivers = cassette_drivers(view) if self.options.defaults else {}
+        return Normalizer(defaults=self.options.defaults, ignores=self.options.ignores, drivers=drivers)
+
+    # -------------------------------------------------------------------------------------- groups of calls
+
+    def groups(
+        self,
+        old_groups: Sequence[UnitGroup],
+        new_groups: Sequence[UnitGroup],
+        prefix: str,
+        outer: tuple[int | None, int | None],
+    ) -> list[Difference]:
+        out: list[Difference] = []
+        old_by = {(g.role, g.method): g for g in old_groups}
+        new_by = {(g.role, g.method): g for g in new_groups}
+        for key, group in old_by.items():
+            if key in new_by:
+                out.extend(self.aligned(group.units, new_by[key].units, prefix, outer))
+        only_old = [g for k, g in old_by.items() if k not in new_by]
+        only_new = [g for k, g in new_by.items() if k not in old_by]
+        renamed = self.renames(only_old, only_new)
+        for group in only_old:
+            if id(group) in renamed:
+                other = renamed[id(group)]
+                out.append(
+                    Difference(
+                        DiffKind.METHOD_RENAMED,
+                        prefix + short_method(group.method),
+                        old=group.method,
+                        new=other.method,
+                        old_call=self._outer_id(group.units[0], outer, old=True),
+                        new_call=self._outer_id(other.units[0], outer, old=False),
+                    )
+                )
+                retyped = self.retype(other, group.method)
+                for a, b in zip(group.units, retyped, strict=True):
+                    out.extend(self.units(a, b, prefix, outer, compare_method=False))
+                continue
+            for unit in group.units:
+                out.append(self.removed(unit, prefix, outer))
+        used = {id(g) for g in renamed.values()}
+        for group in only_new:
+            if id(group) not in used:
+                out.extend(self.added(unit, prefix, outer) for unit in group.units)
+        return out
+
+    def aligned(
+        self, old: list[Unit], new: list[Unit], prefix: str, outer: tuple[int | None, int | None]
+    ) -> list[Difference]:
+        out: list[Difference] = []
+        pairs = align(old, new, lambda u: u.sig, lambda a, b: len(self.units(a, b, prefix, outer)))
+        for i, j in pairs:
+            if i is not None and j is not None:
+                out.extend(self.units(old[i], new[j], prefix, outer))
+            elif i is not None:
+                out.append(self.removed(old[i], prefix, outer))
+            else:
+                assert j is not None
+                out.append(self.added(new[j], prefix, outer))
+        return out
+
+    @staticmethod
+    def _path(unit: Unit, prefix: str) -> str:
+        return f"{prefix}{short_method(unit.method)}[{unit.index}]"
+
+    @staticmethod
+    def _outer_id(unit: Unit, outer: tuple[int | None, int | None], *, old: bool) -> int | None:
+        if unit.first.role != "tunnel":
+            return unit.first.id
+        return outer[0] if old else outer[1]
+
+    def removed(self, unit: Unit, prefix: str, outer: tuple[int | None, int | None]) -> Difference:
+        return Difference(
+            DiffKind.CALL_REMOVED,
+            self._path(unit, prefix),
+            old=_call_summary(unit),
+            old_call=self._outer_id(unit, outer, old=True),
+        )
+
+    def added(self, unit: Unit, prefix: str, outer: tuple[int | None, int | None]) -> Difference:
+        return Difference(
+            DiffKind.CALL_ADDED,
+            self._path(unit, prefix),
+            new=_call_summary(unit),
+            new_call=self._outer_id(unit, outer, old=False),
+        )
+
+    # -------------------------------------------------------------------------------------- renames
+
+    def renames(self, only_old: list[UnitGroup], only_new: list[UnitGroup]) -> dict[int, UnitGroup]:
+        """Methods that exist only in old and only in new, with the same calls: a method renamed.
+
+        The new calls' messages are decoded with the old method's types for this (a renamed method is often
+        missing from the schema the cassette carries), and the pair counts as renamed when the calls differ
+        in no more places than an ordinary changed call would.
+        """
+        found: dict[int, UnitGroup] = {}
+        taken: set[int] = set()
+        for group in only_old:
+            for candidate in only_new:
+                if id(candidate) in taken or candidate.role != group.role or len(candidate.units) != len(group.units):
+                    continue
+                retyped = self.retype(candidate, group.method)
+                cost = sum(
+                    len(self.units(a, b, "", (None, None), compare_method=False))
+                    for a, b in zip(group.units, retyped, strict=True)
+                )
+                if cost <= GAP_COST * len(group.units):
+                    found[id(group)] = candidate
+                    taken.add(id(candidate))
+                    break
+        return found
+
+    def retype(self, group: UnitGroup, method: str) -> list[Unit]:
+        """The new side's units of `group` rebuilt as if their calls had been to `method`."""
+        registry = self.new.registry
+        info = registry.method(method) or self.old.registry.method(method)
+        units = []
+        for unit in group.units:
+            calls = [self._retyped_call(c, method, registry, info) for c in unit.calls]
+            rebuilt = self.new_builder.unit(calls[0]) if calls[0].inner is None else unit
+            rebuilt.calls = calls
+            rebuilt.index = unit.index
+            units.append(rebuilt)
+        return units
+
+    @staticmethod
+    def _retyped_call(call: ViewCall, method: str, registry: Registry, info: Any) -> ViewCall:
+        if info is None or call.inner is not None:
+            return dataclasses.replace(call, method=method)
+
+        def redo(messages: list[ViewMessage], type_name: str) -> list[ViewMessage]:
+            try:
+                registry.descriptor(type_name)
+            except UnknownTypeError:
+                return messages
+            out = []
+            for m in messages:
+                again = decode_message(registry, type_name, m.data)
+                again.t_ns = m.t_ns
+                out.append(again)
+            return out
+
+        return dataclasses.replace(
+            call,
+            method=method,
+            requests=redo(call.requests, info.request_type),
+            responses=redo(call.responses, info.response_type),
+        )
+
+    # -------------------------------------------------------------------------------------- one pair
+
+    def units(
+        self,
+        old: Unit,
+        new: Unit,
+        prefix: str,
+        outer: tuple[int | None, int | None],
+        *,
+        compare_method: bool = True,
+    ) -> list[Difference]:
+        path = self._path(old, prefix)
+        ids = (self._outer_id(old, outer, old=True), self._outer_id(new, outer, old=False))
+        out: list[Difference] = []
+        self.compared += 1
+        if old.sig != new.sig:
+            if old.first.inner is not None and new.first.inner is not None:
+                inner_old = self.old_builder.groups(old.first.inner)
+                inner_new = self.new_builder.groups(new.first.inner)
+                out.extend(self.groups(inner_old, inner_new, f"{path} > ", ids))
+            else:
+                out.extend(self._call_body(old, new, path))
+        out.extend(self._timing(old, new, path))
+        return [dataclasses.replace(d, old_call=ids[0], new_call=ids[1]) if d.old_call is None else d for d in out]
+
+    def _call_body(self, old: Unit, new: Unit, path: str) -> list[Difference]:
+        out: list[Difference] = []
+        a, b = old.body, new.body
+        outcome_a, outcome_b = a.get("outcome"), b.get("outcome")
+        benign = {outcome_a, outcome_b} <= BENIGN_OUTCOMES
+        status = f"{path}.status"
+        if outcome_a != outcome_b and not benign:
+            before, after = old.first.end.label(), new.first.end.label()
+            out.append(Difference(DiffKind.STATUS_CHANGED, status, old=before, new=after))
+        elif a.get("details") != b.get("details"):
+            out.append(Difference(DiffKind.STATUS_CHANGED, status, old=a.get("details"), new=b.get("details")))
+        for section in ("metadata", "initial_metadata", "trailing_metadata"):
+            out.extend(_metadata_diffs(a.get(section, {}), b.get(section, {}), f"{path}.{section}"))
+        out.extend(self._messages(old, new, "requests", path, truncate=False))
+        # Once the outcomes differ, the later responses are the outcome's doing (a failed call has no
+        # response; a cancelled one stops early): compare what both sides got.
+        out.extend(self._messages(old, new, "responses", path, truncate=outcome_a != outcome_b))
+        return out
+
+    def _messages(self, old: Unit, new: Unit, section: str, path: str, *, truncate: bool) -> list[Difference]:
+        a: list[Any] = old.body.get(section, [])
+        b: list[Any] = new.body.get(section, [])
+        sa: list[ViewMessage | None] = old.sources.get(section, [None] * len(a))
+        sb: list[ViewMessage | None] = new.sources.get(section, [None] * len(b))
+        if truncate:
+            n = min(len(a), len(b))
+            a, b, sa, sb = a[:n], b[:n], sa[:n], sb[:n]
+        if a == b:
+            return []
+        out: list[Difference] = []
+        pairs = align(a, b, freeze, lambda x, y: len(value_diffs(x, y, "")))
+        for i, j in pairs:
+            if i is not None and j is not None:
+                if a[i] != b[j]:
+                    x = self._reconcile(a[i], sa[i], old, section, old_side=True)
+                    y = self._reconcile(b[j], sb[j], new, section, old_side=False)
+                    out.extend(value_diffs(x, y, f"{path}.{section}[{i}]"))
+            elif i is not None:
+                out.append(Difference(DiffKind.MESSAGE_REMOVED, f"{path}.{section}[{i}]", old=a[i]))
+            else:
+                assert j is not None
+                out.append(Difference(DiffKind.MESSAGE_ADDED, f"{path}.{section}[{j}]", new=b[j]))
+        return out
+
+    def _reconcile(self, value: Any, source: ViewMessage | None, unit: Unit, section: str, *, old_side: bool) -> Any:
+        """Name the unknown fields of `value` that the other cassette's schema knows (see `_adopt_names`)."""
+        if source is None or source.type_name is None or not isinstance(value, dict) or not _has_unknown(value):
+            return value
+        other = self.new.registry if old_side else self.old.registry
+        try:
+            descriptor = other.descriptor(source.type_name)
+            decoded = other.decode(source.type_name, source.data)
+        except ProtocolError:
+            return value
+        adopted = _adopt_names(source.value or {}, decoded, descriptor)
+        normalizer = (self.old_builder if old_side else self.new_builder).normalizer
+        return normalizer.value(f"{unit.first.short_method}.{section[:-1]}", adopted)
+
+    def _timing(self, old: Unit, new: Unit, path: str) -> Iterator[Difference]:
+        threshold = self.options.timing_threshold
+        if threshold is None:
+            return
+        before, after = old.first.duration_ns, new.first.duration_ns
+        if before is None or after is None or before <= 0:
+            return
+        change = (after - before) / before * 100
+        if abs(change) > threshold:
+            yield Difference(
+                DiffKind.TIMING_CHANGED,
+                f"{path}.duration",
+                old=round(before / 1e6, 3),
+                new=round(after / 1e6, 3),
+                detail=f"{change:+.0f}% (ms)",
+            )
+
+
+def _metadata_diffs(old: dict[str, Any], new: dict[str, Any], path: str) -> list[Difference]:
+    out: list[Difference] = []
+    for key in list(old) + [k for k in new if k not in old]:
+        child = path + key_segment(key)
+        if key not in new:
+            out.append(Difference(DiffKind.METADATA_KEY_REMOVED, child, old=old[key]))
+        elif key not in old:
+            out.append(Difference(DiffKind.METADATA_KEY_ADDED, child, new=new[key]))
+        elif old[key] != new[key]:
+            out.append(Difference(DiffKind.METADATA_VALUE_CHANGED, child, old=old[key], new=new[key]))
+    return out
+
+
+_SCHEMA_KINDS = {
+    "added": DiffKind.SCHEMA_ADDED,
+    "removed": DiffKind.SCHEMA_REMOVED,
+    "changed": DiffKind.SCHEMA_CHANGED,
+}
+
+
+def _schema_differences(changes: list[SchemaChange]) -> list[Difference]:
+    return [
+        Difference(_SCHEMA_KINDS[c.change], f"schema:{c.element}:{c.name}", old=c.old, new=c.new, detail=c.element)
+        for c in changes
+    ]
+
+
+def diff_views(old: CassetteView, new: CassetteView, options: DiffOptions | None = None) -> DiffReport:
+    """Compare two decoded cassettes; see the module docstring."""
+    options = options or DiffOptions()
+    comparer = _Comparer(old, new, options)
+    differences = _schema_differences(diff_schemas(old.registry.descriptor_set, new.registry.descriptor_set))
+    old_groups = comparer.old_builder.groups(old.calls)
+    new_groups = comparer.new_builder.groups(new.calls)
+    differences.extend(comparer.groups(old_groups, new_groups, "", (None, None)))
+    return DiffReport(
+        differences=differences,
+        options=options,
+        old_calls=len(old.calls),
+        new_calls=len(new.calls),
+        compared_units=comparer.compared,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def report_to_json(report: DiffReport, old_name: str = "", new_name: str = "") -> dict[str, Any]:
+    """The documented JSON document (docs/inspect.md, "diff --format json"; jsreplay/schemas/diff.schema.json)."""
+    return {
+        "format": JSON_FORMAT,
+        "old": {"cassette": old_name, "calls": report.old_calls},
+        "new": {"cassette": new_name, "calls": report.new_calls},
+        "equivalent": report.equivalent,
+        "options": {
+            "default_ignores": report.options.defaults,
+            "ignore": list(report.options.ignores),
+            "timing_threshold": report.options.timing_threshold,
+        },
+        "summary": {"differences": len(report.differences), "by_kind": report.counts()},
+        "differences": [
+            {
+                "kind": d.kind.value,
+                "path": d.path,
+                "old": to_json(d.old, JSON_MAX_BYTES),
+                "new": to_json(d.new, JSON_MAX_BYTES),
+                "old_call": d.old_call,
+                "new_call": d.new_call,
+                "detail": d.detail,
+            }
+            for d in report.differences
+        ],
+    }
+
+
+_MARKS = {
+    DiffKind.CALL_ADDED: "+",
+    DiffKind.MESSAGE_ADDED: "+",
+    DiffKind.FIELD_ADDED: "+",
+    DiffKind.UNKNOWN_FIELD_ADDED: "+",
+    DiffKind.METADATA_KEY_ADDED: "+",
+    DiffKind.SCHEMA_ADDED: "+",
+    DiffKind.CALL_REMOVED: "-",
+    DiffKind.MESSAGE_REMOVED: "-",
+    DiffKind.FIELD_REMOVED: "-",
+    DiffKind.UNKNOWN_FIELD_REMOVED: "-",
+    DiffKind.METADATA_KEY_REMOVED: "-",
+    DiffKind.SCHEMA_REMOVED: "-",
+}
+_COLORS = {"+": "green", "-": "red", "~": "yellow"}
+TEXT_VALUE_WIDTH = 160
+
+
+def _short(value: Any) -> str:
+    text = inline_text(value)
+    return text if len(text) <= TEXT_VALUE_WIDTH else text[: TEXT_VALUE_WIDTH - 1] + "…"
+
+
+def _call_ref(d: Difference) -> str:
+    if d.old_call is not None and d.new_call is not None:
+        return f"#{d.old_call} -> #{d.new_call}"
+    if d.old_call is not None:
+        return f"old #{d.old_call}"
+    if d.new_call is not None:
+        return f"new #{d.new_call}"
+    return ""
+
+
+def render_text(report: DiffReport, old_name: str, new_name: str, *, style: Any = None) -> Iterator[str]:
+    """Readable lines; `style(text, fg=...)` colours them (click.style), or None for plain text."""
+
+    def paint(text: str, mark: str) -> str:
+        return style(text, fg=_COLORS[mark]) if style is not None else text
+
+    yield f"--- {old_name} ({report.old_calls} calls)"
+    yield f"+++ {new_name} ({report.new_calls} calls)"
+    if report.equivalent:
+        yield "equivalent: no differences"
+        return
+    for d in report.differences:
+        mark = _MARKS.get(d.kind, "~")
+        ref = _call_ref(d)
+        head = f"{mark} {d.path}" + (f"  ({ref})" if ref else "") + f"  [{d.kind.value}]"
+        if d.kind in (DiffKind.SCHEMA_ADDED, DiffKind.SCHEMA_REMOVED, DiffKind.SCHEMA_CHANGED):
+            head = f"{mark} {d.path}  [{d.kind.value}]"
+        yield paint(head, mark)
+        if mark == "+":
+            yield paint(f"      {_short(d.new)}", mark)
+        elif mark == "-":
+            yield paint(f"      {_short(d.old)}", mark)
+        else:
+            detail = f"  {d.detail}" if d.detail else ""
+            yield paint(f"      {_short(d.old)} -> {_short(d.new)}{detail}", mark)
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.counts().items()))
+    yield f"{len(report.differences)} difference(s): {counts}"

@@ -1,0 +1,179 @@
+"""What diff and textconv do not compare: the default list of volatile fields and values, and `--ignore`.
+
+Two mechanisms, both documented in docs/inspect.md ("What is ignored"):
+
+- **Field paths** (`IgnoreRule`): a glob over `Service/Method.<section>.<field>.<field>...`, where section is
+  `request`, `response`, `metadata`, `initial_metadata` or `trailing_metadata`, and list indices are left out
+  (`ClientService/GetLease.response.conditions.lastTransitionTime`). `*` matches anything, dots included; a
+  pattern without a dot or slash matches that field name anywhere. The default rules *mask* a value (it is
+  compared as `<ignored>`, so a volatile field that appears or disappears is still reported); `--ignore`
+  rules *drop* the field from the comparison altogether.
+- **Value masks**, applied to every string: UUIDs become `<uuid>`, or `<driver:NAME>` when the cassette's
+  driver reports (Register, GetReport) name the driver with that UUID, so a DriverCall still says which
+  driver it called; redaction fingerprints (`redacted:<hex>`, keyed anew for every recording) become
+  `redacted:<fingerprint>`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jsreplay.protocol.registry import UnknownField, WireType
+
+IGNORED = "<ignored>"
+UUID_MASK = "<uuid>"
+FINGERPRINT_MASK = "redacted:<fingerprint>"
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_FINGERPRINT = re.compile(r"redacted:[0-9a-f]{12}")
+_INDEX = re.compile(r"\[[^\]]*\]")
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """A field-path glob and why it is ignored."""
+
+    pattern: str
+    reason: str = ""
+    drop: bool = False  # True: leave the field out entirely; False: compare its value as "<ignored>"
+
+    def __post_init__(self) -> None:
+        pattern = _INDEX.sub("", self.pattern.strip())  # indices are not part of the matched path
+        if "." not in pattern and "/" not in pattern:
+            pattern = f"*.{pattern}"
+        object.__setattr__(self, "pattern", pattern)
+
+    def matches(self, path: str) -> bool:
+        return fnmatch.fnmatchcase(path, self.pattern)
+
+
+#: The documented default list (docs/inspect.md). Every entry is a value that differs between two runs of the
+#: same scenario without meaning anything.
+DEFAULT_IGNORES: tuple[IgnoreRule, ...] = (
+    IgnoreRule("*metadata.user-agent", "the gRPC library's version string"),
+    IgnoreRule("*metadata.authorization", "bearer tokens; even redacted, the fingerprint key is new every recording"),
+    IgnoreRule("*.router_endpoint", "the router's address: a new port every run"),
+    IgnoreRule("*.router_token", "a new token for every Dial"),
+    IgnoreRule("*.effective_begin_time", "lease times the server computes"),
+    IgnoreRule("*.effective_end_time", "lease times the server computes"),
+    IgnoreRule("*.effective_duration", "lease durations the server computes"),
+    IgnoreRule("*.begin_time", "lease times"),
+    IgnoreRule("*.end_time", "lease times"),
+    IgnoreRule("*.lastTransitionTime", "lease condition timestamps"),
+    IgnoreRule("ClientService/RotateToken.response.expiry", "token expiry times"),
+    IgnoreRule("ExporterService/GetStatus.response.status_version", "counts status changes over the exporter's life"),
+)
+
+#: The value masks, for the docs and `--format json` output.
+DEFAULT_VALUE_MASKS: tuple[tuple[str, str], ...] = (
+    ("UUID", "lease names, exporter and driver instance UUIDs: `<uuid>`, or `<driver:NAME>` for a known driver"),
+    ("redacted:<12 hex>", "redaction fingerprints, keyed anew for every recording: `redacted:<fingerprint>`"),
+)
+
+
+def driver_names(reports: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """UUID -> driver name from decoded `DriverInstanceReport`s (the `jumpstarter.dev/name` label; the root
+    driver, which has no name, is "root")."""
+    names: dict[str, str] = {}
+    for report in reports:
+        uuid = report.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            continue
+        labels = report.get("labels") or {}
+        name = labels.get("jumpstarter.dev/name") if isinstance(labels, Mapping) else None
+        if isinstance(name, str) and name:
+            names[uuid.lower()] = name
+        elif not report.get("parent_uuid"):
+            names[uuid.lower()] = "root"
+    return names
+
+
+class Normalizer:
+    """Masks and drops what is not compared, for one cassette (driver names differ per cassette)."""
+
+    def __init__(
+        self,
+        *,
+        defaults: bool = True,
+        ignores: Sequence[str] = (),
+        drivers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.defaults = defaults
+        self.rules: tuple[IgnoreRule, ...] = (DEFAULT_IGNORES if defaults else ()) + tuple(
+            IgnoreRule(p, "--ignore", drop=True) for p in ignores
+        )
+        self._drivers = dict(drivers or {})
+        self._verdicts: dict[str, IgnoreRule | None] = {}
+
+    def rule_for(self, path: str) -> IgnoreRule | None:
+        """The first rule that matches `path` (memoized: the same paths come up in every call)."""
+        try:
+            return self._verdicts[path]
+        except KeyError:
+            found = next((r for r in self.rules if r.matches(path)), None)
+            self._verdicts[path] = found
+            return found
+
+    def text(self, value: str) -> str:
+        """A string with the value masks applied."""
+        if not self.defaults:
+            return value
+        if "-" in value:
+            value = _UUID.sub(self._uuid, value)
+        if "redacted:" in value:
+            value = _FINGERPRINT.sub(FINGERPRINT_MASK, value)
+        return value
+
+    def _uuid(self, match: re.Match[str]) -> str:
+        name = self._drivers.get(match.group(0).lower())
+        return f"<driver:{name}>" if name is not None else UUID_MASK
+
+    def value(self, path: str, value: Any) -> Any:
+        """A decoded value with ignored fields masked or dropped and strings masked. `path` is the value's
+        ignore path (`Service/Method.response`)."""
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                child = f"{path}.{key}"
+                rule = self.rule_for(child) if self.rules else None
+                if rule is not None:
+                    if not rule.drop:
+                        out[key] = IGNORED
+                    continue
+                out[key] = self.value(child, item)
+            return out
+        if isinstance(value, list):
+            return [self.value(path, item) for item in value]
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, UnknownField):
+            return self._unknown(value)
+        return value
+
+    def _unknown(self, field: UnknownField) -> Any:
+        # An unknown length-delimited field may be a string holding a UUID: mask it like a known string.
+        if field.wire_type is WireType.LENGTH_DELIMITED and isinstance(field.value, bytes) and self.defaults:
+            try:
+                text = field.value.decode("utf-8")
+            except UnicodeDecodeError:
+                return field
+            masked = self.text(text)
+            if masked != text:
+                return UnknownField(field.number, field.wire_type, masked.encode())
+        return field
+
+    def metadata(self, path: str, metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, list[str | bytes]]:
+        """Metadata as key -> values, masked. `path` is `Service/Method.metadata` (or initial_/trailing_)."""
+        out: dict[str, list[str | bytes]] = {}
+        for key, value in metadata:
+            key = key.lower()
+            rule = self.rule_for(f"{path}.{key}") if self.rules else None
+            if rule is not None and rule.drop:
+                continue
+            masked: str | bytes = IGNORED if rule is not None else self.text(value) if isinstance(value, str) else value
+            out.setdefault(key, []).append(masked)
+        return out

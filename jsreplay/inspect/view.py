@@ -1,0 +1,513 @@
+"""The decoded view of a cassette that show, diff and textconv share.
+
+`build_view` takes a cassette's header and calls (values, no files) and returns a `CassetteView`: every call
+with its messages decoded by the cassette's own embedded schema, how it ended, and for router streams the
+tunnel they carried. Each tunnel is recorded twice (the client's Stream call and the exporter's); the two are
+paired by the token they presented (the redacted `authorization` value, the same on both ends), the inner
+ExporterService calls are decoded once, from the client's end, with the decoder replay uses
+(`jsreplay.tunnel.recorded.decode_router_call`), and the exporter's end points at it as its peer.
+"""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+
+from jsreplay.cassette.model import (
+    Call,
+    Cancel,
+    ClientMessage,
+    Header,
+    Metadata,
+    Role,
+    ServerMessage,
+    Status,
+    metadata_get,
+)
+from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
+from jsreplay.tunnel import CONNECTION_PREFACE, ErrorCode, InnerCall, RouterFrameType, application_metadata
+from jsreplay.tunnel.recorded import ROUTER_STREAM, RouterFrame, TunnelSide, decode_router_call, parse_frame
+
+STATUS_CODE_NAMES: tuple[str, ...] = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+# What a caller sees when the server resets a stream without trailers (gRPC's HTTP/2 error-code mapping).
+_RESET_STATUS = {0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED", 0x7: "UNAVAILABLE", 0xC: "PERMISSION_DENIED"}
+_STREAM_REQUEST = "jumpstarter.v1.StreamRequest"
+_STREAM_RESPONSE = "jumpstarter.v1.StreamResponse"
+# A deadline cancel is recorded as the caller's cancel at (about) its deadline; allow for scheduling slack.
+_DEADLINE_SLACK = 0.98
+
+#: `progress(stage, done, total)`, e.g. ("decoding tunnels", 10, 526).
+ProgressFn = Callable[[str, int, int], None]
+
+
+def code_name(code: int) -> str:
+    """The gRPC status code's name, e.g. 0 -> "OK"; codes outside the standard range as "CODE_<n>"."""
+    return STATUS_CODE_NAMES[code] if 0 <= code < len(STATUS_CODE_NAMES) else f"CODE_{code}"
+
+
+def short_method(method: str) -> str:
+    """`/jumpstarter.v1.ControllerService/Dial` -> `ControllerService/Dial` (the package dropped)."""
+    path = method.lstrip("/")
+    service, _, name = path.partition("/")
+    return f"{service.rsplit('.', 1)[-1]}/{name}" if name else path
+
+
+class EndKind(enum.Enum):
+    STATUS = "status"  # the server (or the recording proxy, for an unreachable upstream) sent a status
+    CANCEL = "cancel"  # the call was cancelled (by whom: `CallEnd.by`)
+    RESET = "reset"  # an inner call's HTTP/2 stream was reset before any trailers
+    CLOSED = "closed"  # an inner call that never ended by itself: its tunnel connection closed under it
+    OPEN = "open"  # nothing recorded after the call's messages (a cassette cut off mid-call)
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """How a call ended. `status` is the status code name the caller saw, None when it saw none."""
+
+    kind: EndKind
+    status: str | None
+    details: str = ""
+    by: str | None = None  # CANCEL: "client", "upstream", "proxy"; RESET: "client" or "exporter"
+    t_ns: int | None = None
+
+    def label(self) -> str:
+        if self.kind is EndKind.STATUS:
+            assert self.status is not None
+            return f"{self.status}: {self.details}" if self.details else self.status
+        if self.kind is EndKind.CANCEL:
+            deadline = " (deadline)" if self.status == "DEADLINE_EXCEEDED" else ""
+            return f"cancelled by {self.by}{deadline}"
+        if self.kind is EndKind.RESET:
+            return f"reset by {self.by} ({self.details}, {self.status})"
+        if self.kind is EndKind.CLOSED:
+            return "closed with its connection"
+        return "no end recorded"
+
+
+@dataclass
+class ViewMessage:
+    """One message: its raw bytes and, when the schema knows its type, the decoded value."""
+
+    data: bytes
+    type_name: str | None
+    value: dict[str, Any] | None = None
+    error: str | None = None  # why it was not decoded
+    t_ns: int | None = None  # outer calls only
+
+    @property
+    def unknown_paths(self) -> list[str]:
+        return list(iter_unknown_paths(self.value)) if self.value is not None else []
+
+
+@dataclass
+class RouterStream:
+    """What a router Stream call carried: frame counts, which end of the tunnel it was, and its peer."""
+
+    side: TunnelSide
+    frames_out: int = 0  # frames this peer sent
+    frames_in: int = 0
+    bytes_out: int = 0  # payload bytes
+    bytes_in: int = 0
+    types_out: dict[str, int] = field(default_factory=dict)  # frame type name -> count
+    types_in: dict[str, int] = field(default_factory=dict)
+    peer: int | None = None  # call id of the tunnel's other end, when both ends were recorded
+    holds_inner: bool = False  # the inner calls are listed under this call (not under its peer)
+    probe: bool = False  # no inner connection at all: a readiness probe that only said GOAWAY
+    error: str | None = None  # why decoding stopped early
+
+
+@dataclass
+class ViewCall:
+    """A call, outer or inner, in the shape show/diff/textconv use.
+
+    Outer calls: `id` is the cassette's call id and times are nanoseconds since the recording started. Inner
+    (tunnel) calls: `id` is the HTTP/2 stream id, and `span` is in tunnel-event order (the decoder's seq).
+    """
+
+    id: int
+    method: str
+    role: str  # "controller", "router" or "tunnel"
+    caller: str | None  # "Client" or "Exporter" (jumpstarter-kind metadata, or the tunnel side), if known
+    end: CallEnd
+    known: bool  # the schema knows the method
+    metadata: Metadata = ()
+    initial_metadata: Metadata | None = None
+    trailing_metadata: Metadata = ()
+    requests: list[ViewMessage] = field(default_factory=list)
+    responses: list[ViewMessage] = field(default_factory=list)
+    start_ns: int | None = None
+    timeout_ns: int | None = None
+    span: tuple[int, int] = (0, 0)  # (start, end) for ordering and overlap; see the class docstring
+    stream: RouterStream | None = None  # router calls
+    inner: list[ViewCall] | None = None  # the tunnel's inner calls, on the call that holds them
+
+    @property
+    def short_method(self) -> str:
+        return short_method(self.method)
+
+    @property
+    def duration_ns(self) -> int | None:
+        if self.start_ns is None or self.end.t_ns is None:
+            return None
+        return self.end.t_ns - self.start_ns
+
+
+@dataclass
+class CassetteView:
+    header: Header
+    registry: Registry
+    calls: list[ViewCall]  # outer calls in the order they started
+    events: int = 0
+    truncated_at: int | None = None
+
+    def find(self, call_id: int) -> ViewCall | None:
+        for call in self.calls:
+            if call.id == call_id:
+                return call
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+
+
+_WKT_STRUCT = "google.protobuf.Struct"
+_WKT_VALUE = "google.protobuf.Value"
+_WKT_LIST = "google.protobuf.ListValue"
+# Per registry: message type -> whether a map or Struct is reachable from it (most types: no, so no walk).
+_HAS_MAPS: weakref.WeakKeyDictionary[Registry, dict[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _has_maps(descriptor: Descriptor, memo: dict[str, bool]) -> bool:
+    name = descriptor.full_name
+    if name in memo:
+        return memo[name]
+    memo[name] = False  # recursion guard
+    found = name in (_WKT_STRUCT, _WKT_VALUE, _WKT_LIST)
+    for f in descriptor.fields:
+        if f.message_type is not None and (f.message_type.GetOptions().map_entry or _has_maps(f.message_type, memo)):
+            found = True
+    memo[name] = found
+    return found
+
+
+def _sorted_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_json(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_json(v) for v in value]
+    return value
+
+
+def _sort_maps(value: Any, descriptor: Descriptor) -> Any:
+    """Map fields and Structs with their keys sorted: protobuf keeps no order there, so runs would differ."""
+    if descriptor.full_name in (_WKT_STRUCT, _WKT_VALUE, _WKT_LIST):
+        return _sorted_json(value)
+    if not isinstance(value, dict):
+        return value
+    for f in descriptor.fields:
+        item = value.get(f.name)
+        if item is None or f.message_type is None:
+            continue
+        if f.message_type.GetOptions().map_entry:
+            value_type = f.message_type.fields_by_name["value"].message_type
+            value[f.name] = {
+                k: _sort_maps(item[k], value_type) if value_type is not None else item[k] for k in sorted(item)
+            }
+        elif isinstance(item, list):
+            value[f.name] = [_sort_maps(v, f.message_type) for v in item]
+        else:
+            value[f.name] = _sort_maps(item, f.message_type)
+    return value
+
+
+def decode_message(registry: Registry, type_name: str | None, data: bytes, *, decode: bool = True) -> ViewMessage:
+    """Decode one message with `registry`; map keys come out sorted, so the same message reads the same."""
+    if type_name is None:
+        return ViewMessage(data=data, type_name=None, error="method not in the schema")
+    if not decode:
+        return ViewMessage(data=data, type_name=type_name)
+    try:
+        value = registry.decode(type_name, data)
+        memo = _HAS_MAPS.setdefault(registry, {})
+        descriptor = registry.descriptor(type_name)
+        if _has_maps(descriptor, memo):
+            value = _sort_maps(value, descriptor)
+        return ViewMessage(data=data, type_name=type_name, value=value)
+    except ProtocolError as err:
+        return ViewMessage(data=data, type_name=type_name, error=str(err))
+
+
+def _outer_end(call: Call) -> CallEnd:
+    for event in call.events:
+        if isinstance(event, Status):
+            return CallEnd(EndKind.STATUS, code_name(event.code), event.details, t_ns=event.t_ns)
+        if isinstance(event, Cancel):
+            status = "CANCELLED"
+            timeout = call.start.timeout_ns
+            if event.by.value == "client" and timeout and event.t_ns - call.start.t_ns >= timeout * _DEADLINE_SLACK:
+                status = "DEADLINE_EXCEEDED"
+            return CallEnd(EndKind.CANCEL, status, event.reason, by=event.by.value, t_ns=event.t_ns)
+    last = call.events[-1].t_ns if call.events else call.start.t_ns
+    return CallEnd(EndKind.OPEN, None, t_ns=None if not call.events else last)
+
+
+def _inner_end(inner: InnerCall) -> CallEnd:
+    if inner.code is not None:
+        return CallEnd(EndKind.STATUS, code_name(inner.code), inner.details)
+    if inner.reset is not None:
+        by = "client" if inner.reset_by_client else "exporter"
+        try:
+            reason = ErrorCode(inner.reset).name
+        except ValueError:
+            reason = f"error code {inner.reset}"
+        return CallEnd(EndKind.RESET, _RESET_STATUS.get(inner.reset, "INTERNAL"), reason, by=by)
+    return CallEnd(EndKind.CLOSED, None)
+
+
+def _frames(registry: Registry, call: Call) -> tuple[list[RouterFrame], list[RouterFrame], str | None]:
+    out: list[RouterFrame] = []
+    into: list[RouterFrame] = []
+    try:
+        for event in call.events:
+            if isinstance(event, ClientMessage):
+                out.append(parse_frame(registry, _STREAM_REQUEST, event.data))
+            elif isinstance(event, ServerMessage):
+                into.append(parse_frame(registry, _STREAM_RESPONSE, event.data))
+    except ProtocolError as err:
+        return out, into, f"router frame does not decode: {err}"
+    return out, into, None
+
+
+def _opens_connection(frames: Iterable[RouterFrame]) -> bool:
+    """True when these frames' DATA starts with the HTTP/2 client preface (the sender is the tunnel's client)."""
+    head = b""
+    for frame in frames:
+        if frame.frame_type == RouterFrameType.DATA:
+            head += frame.payload
+            if len(head) >= len(CONNECTION_PREFACE):
+                break
+    return bool(head) and (head.startswith(CONNECTION_PREFACE) or CONNECTION_PREFACE.startswith(head))
+
+
+def _count_types(frames: Iterable[RouterFrame]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for frame in frames:
+        counts[frame.type_name] = counts.get(frame.type_name, 0) + 1
+    return counts
+
+
+def _side(out: list[RouterFrame], into: list[RouterFrame]) -> TunnelSide:
+    if _opens_connection(out):
+        return TunnelSide.CLIENT
+    if _opens_connection(into):
+        return TunnelSide.EXPORTER
+    return TunnelSide.UNKNOWN
+
+
+def _caller_for_side(side: TunnelSide) -> str | None:
+    return {TunnelSide.CLIENT: "Client", TunnelSide.EXPORTER: "Exporter"}.get(side)
+
+
+def _message_types(registry: Registry, method: str) -> tuple[str | None, str | None, bool]:
+    info = registry.method(method)
+    if info is None:
+        return None, None, False
+    return info.request_type, info.response_type, True
+
+
+def _inner_view(registry: Registry, inner: InnerCall, decode: bool) -> ViewCall:
+    method = inner.method or "?"
+    request_type, response_type, known = _message_types(registry, method)
+
+    def message(type_name: str | None, data: bytes, compressed: bool) -> ViewMessage:
+        if compressed:  # grpc-encoding other than identity: the bytes are not a protobuf message
+            return ViewMessage(data=data, type_name=type_name, error="compressed message")
+        return decode_message(registry, type_name, data, decode=decode)
+
+    end_seq = inner.closed_seq if inner.closed_seq is not None else 1 << 62
+    return ViewCall(
+        id=inner.stream_id,
+        method=method,
+        role=Role.TUNNEL.value,
+        caller="Client",
+        end=_inner_end(inner),
+        known=known,
+        metadata=application_metadata(inner.request_metadata),
+        initial_metadata=application_metadata(inner.response_metadata) if inner.http_status is not None else None,
+        trailing_metadata=application_metadata(inner.trailing_metadata),
+        requests=[message(request_type, m.data, m.compressed) for m in inner.request_messages],
+        responses=[message(response_type, m.data, m.compressed) for m in inner.response_messages],
+        timeout_ns=None if inner.timeout is None else int(inner.timeout * 1e9),
+        span=(inner.opened_seq, end_seq),
+    )
+
+
+def _outer_view(registry: Registry, call: Call, decode: bool) -> ViewCall:
+    request_type, response_type, known = _message_types(registry, call.method)
+    requests: list[ViewMessage] = []
+    responses: list[ViewMessage] = []
+    router = call.method == ROUTER_STREAM
+    for event in call.events:
+        if isinstance(event, ClientMessage):
+            message = decode_message(registry, request_type, event.data, decode=decode and not router)
+            message.t_ns = event.t_ns
+            requests.append(message)
+        elif isinstance(event, ServerMessage):
+            message = decode_message(registry, response_type, event.data, decode=decode and not router)
+            message.t_ns = event.t_ns
+            responses.append(message)
+    end = _outer_end(call)
+    status = call.status
+    kind = metadata_get(call.start.metadata, "jumpstarter-kind")
+    last_t = call.events[-1].t_ns if call.events else call.start.t_ns
+    return ViewCall(
+        id=call.call_id,
+        method=call.method,
+        role=call.role.value,
+        caller=kind if isinstance(kind, str) else None,
+        end=end,
+        known=known,
+        metadata=call.start.metadata,
+        initial_metadata=call.initial_metadata,
+        trailing_metadata=status.trailing_metadata if status is not None else (),
+        requests=requests,
+        responses=responses,
+        start_ns=call.start.t_ns,
+        timeout_ns=call.start.timeout_ns,
+        span=(call.start.t_ns, end.t_ns if end.t_ns is not None else last_t),
+    )
+
+
+def _side_of(view: ViewCall) -> TunnelSide:
+    return view.stream.side if view.stream is not None else TunnelSide.UNKNOWN
+
+
+def _pair_tunnels(router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[int, int | None]]:
+    """Pairs of indices into `router_calls` that are the two ends of one tunnel (same token), in start order.
+
+    The router pipes exactly two callers per token into each other; a client end pairs with an exporter end.
+    """
+    by_token: dict[object, list[int]] = {}
+    for i, (call, _) in enumerate(router_calls):
+        token = metadata_get(call.start.metadata, "authorization")
+        by_token.setdefault(token if token is not None else ("no-token", i), []).append(i)
+    pairs: list[tuple[int, int | None]] = []
+    for indices in by_token.values():
+        sides = {i: _side_of(router_calls[i][1]) for i in indices}
+        clients = [i for i in indices if sides[i] is TunnelSide.CLIENT]
+        exporters = [i for i in indices if sides[i] is TunnelSide.EXPORTER]
+        unknown = [i for i in indices if sides[i] is TunnelSide.UNKNOWN]
+        while clients and exporters:
+            pairs.append((clients.pop(0), exporters.pop(0)))
+        rest = sorted(clients + exporters + unknown)
+        while len(rest) >= 2:
+            pairs.append((rest.pop(0), rest.pop(0)))
+        if rest:
+            pairs.append((rest[0], None))
+    pairs.sort(key=lambda p: p[0])
+    return pairs
+
+
+def _attach_tunnels(
+    registry: Registry,
+    router_calls: Sequence[tuple[Call, ViewCall]],
+    decode: bool,
+    progress: ProgressFn | None,
+) -> None:
+    for call, view in router_calls:
+        out, into, error = _frames(registry, call)
+        view.stream = RouterStream(
+            side=TunnelSide.UNKNOWN if error else _side(out, into),
+            frames_out=len(out),
+            frames_in=len(into),
+            bytes_out=sum(len(f.payload) for f in out),
+            bytes_in=sum(len(f.payload) for f in into),
+            types_out=_count_types(out),
+            types_in=_count_types(into),
+            error=error,
+        )
+        view.caller = _caller_for_side(view.stream.side)
+    pairs = _pair_tunnels(router_calls)
+    for done, (a, b) in enumerate(pairs):
+        if progress is not None and done % 16 == 0:
+            progress("decoding tunnels", done, len(pairs))
+        members = [router_calls[i] for i in ((a,) if b is None else (a, b))]
+        streams = [view.stream for _, view in members if view.stream is not None]
+        if len(members) == 2:
+            for (_, mine), (_, theirs) in ((members[0], members[1]), (members[1], members[0])):
+                if mine.stream is not None:
+                    mine.stream.peer = theirs.id
+        known = [m for m in members if m[1].stream is not None and m[1].stream.side is not TunnelSide.UNKNOWN]
+        if not known:
+            for stream in streams:
+                stream.probe = stream.error is None
+            continue
+        # The inner calls are decoded once, from the client's end when it was recorded.
+        recorded, holder = next((m for m in known if m[1].stream.side is TunnelSide.CLIENT), known[0])  # type: ignore[union-attr]
+        assert holder.stream is not None
+        tunnel = decode_router_call(recorded, registry)
+        holder.stream.holds_inner = True
+        holder.stream.error = holder.stream.error or tunnel.error
+        holder.inner = [_inner_view(registry, inner, decode) for inner in tunnel.calls]
+        for _, other in members:
+            if other is not holder and other.stream is not None and other.stream.side is TunnelSide.UNKNOWN:
+                # Nothing it sent or got opened the connection, yet its peer did: it is the other end.
+                client_holds = holder.stream.side is TunnelSide.CLIENT
+                other.stream.side = TunnelSide.EXPORTER if client_holds else TunnelSide.CLIENT
+                other.caller = _caller_for_side(other.stream.side)
+
+
+def build_view(
+    header: Header,
+    calls: Sequence[Call],
+    *,
+    decode: bool = True,
+    tunnels: bool = True,
+    events: int = 0,
+    truncated_at: int | None = None,
+    progress: ProgressFn | None = None,
+) -> CassetteView:
+    """Decode every call of a cassette with the cassette's own schema.
+
+    `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
+    --no-tunnel). `progress` is called now and then while decoding.
+    """
+    registry = Registry.for_descriptor_set(header.descriptor_set)
+    views: list[ViewCall] = []
+    router_calls: list[tuple[Call, ViewCall]] = []
+    total = len(calls)
+    for i, call in enumerate(calls):
+        view = _outer_view(registry, call, decode)
+        views.append(view)
+        if call.method == ROUTER_STREAM:
+            router_calls.append((call, view))
+        if progress is not None and i % 256 == 0:
+            progress("decoding calls", i, total)
+    if tunnels and router_calls:
+        _attach_tunnels(registry, router_calls, decode, progress)
+    views.sort(key=lambda v: (v.start_ns or 0, v.id))
+    return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
