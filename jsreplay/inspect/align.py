@@ -42,7 +42,45 @@ def align(
             pairs.extend(zip(range(i1, i2), range(j1, j2), strict=True))
         else:
             pairs.extend(_align_gap(old, new, i1, i2, j1, j2, cost))
-    return pairs
+    return _pair_moved(old_keys, new_keys, old, new, pairs, cost)
+
+
+def _pair_moved(
+    old_keys: list[Hashable],
+    new_keys: list[Hashable],
+    old: Sequence[T],
+    new: Sequence[T],
+    pairs: list[Pair],
+    cost: Callable[[T, T], int],
+) -> list[Pair]:
+    """Pair an item left only in `old` with one left only in `new` when they are nearly the same, wherever they
+    are: a call that changed and also moved (its longer life now overlaps a neighbour) is one changed call.
+
+    Identical items are not paired this way: an identical call in another place is a reorder, and stays
+    reported as removed here and added there.
+    """
+    removed = [i for i, j in pairs if j is None and i is not None]
+    added = [j for i, j in pairs if i is None and j is not None]
+    if not removed or not added or len(removed) * len(added) > MAX_GAP_ALIGN * MAX_GAP_ALIGN:
+        return pairs
+    candidates = sorted((cost(old[i], new[j]), i, j) for i in removed for j in added if old_keys[i] != new_keys[j])
+    moved: dict[int, int] = {}
+    taken: set[int] = set()
+    for c, a, b in candidates:
+        if c > 2 * GAP_COST:
+            break
+        if a not in moved and b not in taken:
+            moved[a] = b
+            taken.add(b)
+    if not moved:
+        return pairs
+    out: list[Pair] = []
+    for i, j in pairs:
+        if i is not None and j is None and i in moved:
+            out.append((i, moved[i]))
+        elif i is not None or j not in taken:
+            out.append((i, j))
+    return out
 
 
 def _align_gap(

@@ -185,17 +185,23 @@ def _value_diffs(old: Any, new: Any, path: str, out: list[Difference]) -> None:
 # ---------------------------------------------------------------------------------------------------- calls
 
 
+SUMMARY_MESSAGES = 3  # messages of an added or removed call shown in full; more are counted
+
+
 def _call_summary(unit: Unit) -> dict[str, Any]:
-    first = unit.first
+    """What an added or removed call was: its method, outcome and (masked) messages, or a tunnel's inner calls."""
     summary: dict[str, Any] = {"method": unit.method}
     if unit.count > 1:
         summary["count"] = unit.count
-    if first.inner is not None:
+    if unit.first.inner is not None:
         summary["inner_calls"] = [short_method(u.method) for u in unit.inner]
-    else:
-        summary["outcome"] = unit.body.get("outcome")
-        summary["requests"] = len(first.requests)
-        summary["responses"] = len(first.responses)
+        return summary
+    summary["outcome"] = unit.body.get("outcome")
+    for section in ("requests", "responses"):
+        messages = unit.body.get(section, [])
+        summary[section] = messages[:SUMMARY_MESSAGES]
+        if len(messages) > SUMMARY_MESSAGES:
+            summary[f"{section}_total"] = len(messages)
     return summary
 
 
@@ -463,7 +469,7 @@ class _Comparer:
 def _metadata_diffs(old: dict[str, Any], new: dict[str, Any], path: str) -> list[Difference]:
     out: list[Difference] = []
     for key in list(old) + [k for k in new if k not in old]:
-        child = path + key_segment(key)
+        child = f"{path}.{key}"  # metadata keys are lowercase tokens: no quoting needed
         if key not in new:
             out.append(Difference(DiffKind.METADATA_KEY_REMOVED, child, old=old[key]))
         elif key not in old:

@@ -5,9 +5,10 @@ Two mechanisms, both documented in docs/inspect.md ("What is ignored"):
 - **Field paths** (`IgnoreRule`): a glob over `Service/Method.<section>.<field>.<field>...`, where section is
   `request`, `response`, `metadata`, `initial_metadata` or `trailing_metadata`, and list indices are left out
   (`ClientService/GetLease.response.conditions.lastTransitionTime`). `*` matches anything, dots included; a
-  pattern without a dot or slash matches that field name anywhere. The default rules *mask* a value (it is
-  compared as `<ignored>`, so a volatile field that appears or disappears is still reported); `--ignore`
-  rules *drop* the field from the comparison altogether.
+  pattern also matches the tail of a path from a field on (`lastTransitionTime`, `conditions.reason`). Paths
+  as diff prints them work too: `labels["a/b"]` is read as `labels.a/b` and `[n]` indices are dropped.
+  The default rules *mask* a value (it is compared as `<ignored>`, so a volatile field that appears or
+  disappears is still reported); `--ignore` rules *drop* the field from the comparison altogether.
 - **Value masks**, applied to every string: UUIDs become `<uuid>`, or `<driver:NAME>` when the cassette's
   driver reports (Register, GetReport) name the driver with that UUID, so a DriverCall still says which
   driver it called; redaction fingerprints (`redacted:<hex>`, keyed anew for every recording) become
@@ -30,7 +31,8 @@ FINGERPRINT_MASK = "redacted:<fingerprint>"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _FINGERPRINT = re.compile(r"redacted:[0-9a-f]{12}")
-_INDEX = re.compile(r"\[[^\]]*\]")
+_MAP_KEY = re.compile(r'\["((?:[^"\\]|\\.)*)"\]')  # labels["a/b"] as diff prints it -> labels.a/b
+_INDEX = re.compile(r"\[[0-9*?]*\]")
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,13 @@ class IgnoreRule:
     drop: bool = False  # True: leave the field out entirely; False: compare its value as "<ignored>"
 
     def __post_init__(self) -> None:
-        pattern = _INDEX.sub("", self.pattern.strip())  # indices are not part of the matched path
-        if "." not in pattern and "/" not in pattern:
-            pattern = f"*.{pattern}"
+        # Accept a path as diff prints it: map keys become plain segments, list indices are not matched.
+        pattern = _INDEX.sub("", _MAP_KEY.sub(lambda m: "." + m.group(1), self.pattern.strip()))
         object.__setattr__(self, "pattern", pattern)
 
     def matches(self, path: str) -> bool:
-        return fnmatch.fnmatchcase(path, self.pattern)
+        """The pattern matches the whole path, or its tail from a field boundary (`selector`, `lease.selector`)."""
+        return fnmatch.fnmatchcase(path, self.pattern) or fnmatch.fnmatchcase(path, "*." + self.pattern)
 
 
 #: The documented default list (docs/inspect.md). Every entry is a value that differs between two runs of the
@@ -66,6 +68,12 @@ DEFAULT_IGNORES: tuple[IgnoreRule, ...] = (
     IgnoreRule("*.lastTransitionTime", "lease condition timestamps"),
     IgnoreRule("ClientService/RotateToken.response.expiry", "token expiry times"),
     IgnoreRule("ExporterService/GetStatus.response.status_version", "counts status changes over the exporter's life"),
+    # The exporter's status as the controller saw it at that instant: it races the exporter's own ReportStatus
+    # calls (a GetExporter right after CreateLease sees AVAILABLE or LEASE_READY), and those calls are compared.
+    IgnoreRule("ClientService/GetExporter.response.status", "a snapshot of the exporter's status: races ReportStatus"),
+    IgnoreRule("ClientService/GetExporter.response.status_message", "goes with the status snapshot"),
+    IgnoreRule("ClientService/ListExporters.response.exporters.status", "a snapshot of the exporter's status"),
+    IgnoreRule("ClientService/ListExporters.response.exporters.status_message", "goes with the status snapshot"),
 )
 
 #: The value masks, for the docs and `--format json` output.

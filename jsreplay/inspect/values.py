@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from jsreplay.protocol.registry import UnknownField, WireType
 
 BYTES_HEAD = 32  # bytes kept in the summary of a long byte string
 TEXT_BYTES = 16  # bytes of a byte string shown in text output before it is abbreviated
+_C1 = re.compile("[\x7f-\x9f]")  # DEL and C1 controls, which json.dumps leaves as they are
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^#[0-9]+$")
 
 
@@ -73,20 +74,8 @@ def key_segment(key: str) -> str:
 
 def quote(text: str) -> str:
     """A string in double quotes with JSON-style escapes, so control characters can't garble a terminal."""
-    out = ['"']
-    for ch in text:
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _C1.sub(lambda m: f"\\u{ord(m.group(0)):04x}", quoted) if _C1.search(quoted) else quoted
 
 
 def bytes_text(data: bytes, limit: int | None = TEXT_BYTES) -> str:
@@ -126,7 +115,7 @@ def scalar_text(value: Any, limit: int | None = TEXT_BYTES) -> str:
 
 def inline_text(value: Any, limit: int | None = TEXT_BYTES) -> str:
     """A value on one line: `{a: 1, b: [2, 3]}`; unknown fields as `#7: unknown field: 42 (varint)`."""
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         items = []
         for k, v in value.items():
             key = str(k)
@@ -143,11 +132,11 @@ def inline_text(value: Any, limit: int | None = TEXT_BYTES) -> str:
 def block_lines(value: Any, indent: str, width: int = 120, limit: int | None = TEXT_BYTES) -> list[str]:
     """A value as indented lines: inline when it fits in `width`, else one field per line."""
     flat = inline_text(value, limit)
-    if len(indent) + len(flat) <= width or not isinstance(value, Mapping | list | tuple) or not value:
+    if len(indent) + len(flat) <= width or not isinstance(value, dict | list | tuple) or not value:
         return [indent + flat]
     lines: list[str] = []
     child = indent + "  "
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         for k, v in value.items():
             key = str(k)
             label = key if _IDENTIFIER.match(key) else quote(key)
@@ -155,7 +144,7 @@ def block_lines(value: Any, indent: str, width: int = 120, limit: int | None = T
                 lines.append(f"{indent}{label}: {unknown_text(v, limit)}")
                 continue
             sub = block_lines(v, child, width, limit)
-            scalar = not isinstance(v, Mapping | list | tuple)
+            scalar = not isinstance(v, dict | list | tuple)
             if len(sub) == 1 and (scalar or len(indent) + len(label) + 2 + len(sub[0].lstrip()) <= width):
                 lines.append(f"{indent}{label}: {sub[0].lstrip()}")
             else:

@@ -31,7 +31,14 @@ from jsreplay.cassette.model import (
 )
 from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
 from jsreplay.tunnel import CONNECTION_PREFACE, ErrorCode, InnerCall, RouterFrameType, application_metadata
-from jsreplay.tunnel.recorded import ROUTER_STREAM, RouterFrame, TunnelSide, decode_router_call, parse_frame
+from jsreplay.tunnel.recorded import (
+    ROUTER_STREAM,
+    RecordedTunnel,
+    RouterFrame,
+    TunnelSide,
+    decode_router_call,
+    parse_frame,
+)
 
 STATUS_CODE_NAMES: tuple[str, ...] = (
     "OK",
@@ -302,32 +309,6 @@ def _frames(registry: Registry, call: Call) -> tuple[list[RouterFrame], list[Rou
     return out, into, None
 
 
-def _opens_connection(frames: Iterable[RouterFrame]) -> bool:
-    """True when these frames' DATA starts with the HTTP/2 client preface (the sender is the tunnel's client)."""
-    head = b""
-    for frame in frames:
-        if frame.frame_type == RouterFrameType.DATA:
-            head += frame.payload
-            if len(head) >= len(CONNECTION_PREFACE):
-                break
-    return bool(head) and (head.startswith(CONNECTION_PREFACE) or CONNECTION_PREFACE.startswith(head))
-
-
-def _count_types(frames: Iterable[RouterFrame]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for frame in frames:
-        counts[frame.type_name] = counts.get(frame.type_name, 0) + 1
-    return counts
-
-
-def _side(out: list[RouterFrame], into: list[RouterFrame]) -> TunnelSide:
-    if _opens_connection(out):
-        return TunnelSide.CLIENT
-    if _opens_connection(into):
-        return TunnelSide.EXPORTER
-    return TunnelSide.UNKNOWN
-
-
 def _caller_for_side(side: TunnelSide) -> str | None:
     return {TunnelSide.CLIENT: "Client", TunnelSide.EXPORTER: "Exporter"}.get(side)
 
@@ -432,53 +413,102 @@ def _pair_tunnels(router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[i
     return pairs
 
 
+def _peek_side(registry: Registry, call: Call) -> tuple[TunnelSide, str | None]:
+    """Which end of the tunnel a router call was, from its first DATA frames only (the rest is not parsed)."""
+    heads: dict[type, bytes] = {ClientMessage: b"", ServerMessage: b""}
+    types: dict[type, str] = {ClientMessage: _STREAM_REQUEST, ServerMessage: _STREAM_RESPONSE}
+    try:
+        for event in call.events:
+            kind = type(event)
+            if kind not in heads or len(heads[kind]) >= len(CONNECTION_PREFACE):
+                continue
+            frame = parse_frame(registry, types[kind], event.data)  # type: ignore[union-attr]
+            if frame.frame_type == RouterFrameType.DATA:
+                heads[kind] += frame.payload
+            if all(len(h) >= len(CONNECTION_PREFACE) for h in heads.values()):
+                break
+    except ProtocolError as err:
+        return TunnelSide.UNKNOWN, f"router frame does not decode: {err}"
+    for kind, side in ((ClientMessage, TunnelSide.CLIENT), (ServerMessage, TunnelSide.EXPORTER)):
+        head = heads[kind]
+        if head and (head.startswith(CONNECTION_PREFACE) or CONNECTION_PREFACE.startswith(head)):
+            return side, None
+    return TunnelSide.UNKNOWN, None
+
+
+def _count_types(frames: Iterable[RouterFrame]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for frame in frames:
+        counts[frame.type_name] = counts.get(frame.type_name, 0) + 1
+    return counts
+
+
+def _fill_counts(stream: RouterStream, out: list[RouterFrame], into: list[RouterFrame]) -> None:
+    stream.frames_out, stream.frames_in = len(out), len(into)
+    stream.bytes_out = sum(len(f.payload) for f in out)
+    stream.bytes_in = sum(len(f.payload) for f in into)
+    stream.types_out, stream.types_in = _count_types(out), _count_types(into)
+
+
+#: Decodes router calls into tunnels, in order. `build_view` uses `decode_tunnels`; the CLI passes one that
+#: spreads the work over processes (the tunnel decoder is most of the time spent on a big cassette).
+TunnelMap = Callable[[Registry, Sequence[Call]], list[RecordedTunnel]]
+
+
+def decode_tunnels(registry: Registry, calls: Sequence[Call]) -> list[RecordedTunnel]:
+    return [decode_router_call(call, registry) for call in calls]
+
+
 def _attach_tunnels(
     registry: Registry,
     router_calls: Sequence[tuple[Call, ViewCall]],
     decode: bool,
+    tunnel_map: TunnelMap,
     progress: ProgressFn | None,
 ) -> None:
     for call, view in router_calls:
-        out, into, error = _frames(registry, call)
-        view.stream = RouterStream(
-            side=TunnelSide.UNKNOWN if error else _side(out, into),
-            frames_out=len(out),
-            frames_in=len(into),
-            bytes_out=sum(len(f.payload) for f in out),
-            bytes_in=sum(len(f.payload) for f in into),
-            types_out=_count_types(out),
-            types_in=_count_types(into),
-            error=error,
-        )
-        view.caller = _caller_for_side(view.stream.side)
-    pairs = _pair_tunnels(router_calls)
-    for done, (a, b) in enumerate(pairs):
-        if progress is not None and done % 16 == 0:
-            progress("decoding tunnels", done, len(pairs))
+        side, error = _peek_side(registry, call)
+        view.stream = RouterStream(side=side, error=error)
+        view.caller = _caller_for_side(side)
+    holders: list[tuple[Call, ViewCall]] = []
+    for a, b in _pair_tunnels(router_calls):
         members = [router_calls[i] for i in ((a,) if b is None else (a, b))]
-        streams = [view.stream for _, view in members if view.stream is not None]
         if len(members) == 2:
             for (_, mine), (_, theirs) in ((members[0], members[1]), (members[1], members[0])):
-                if mine.stream is not None:
-                    mine.stream.peer = theirs.id
-        known = [m for m in members if m[1].stream is not None and m[1].stream.side is not TunnelSide.UNKNOWN]
+                assert mine.stream is not None
+                mine.stream.peer = theirs.id
+        known = [m for m in members if _side_of(m[1]) is not TunnelSide.UNKNOWN]
         if not known:
-            for stream in streams:
-                stream.probe = stream.error is None
+            for _, view in members:
+                assert view.stream is not None
+                view.stream.probe = view.stream.error is None
             continue
         # The inner calls are decoded once, from the client's end when it was recorded.
-        recorded, holder = next((m for m in known if m[1].stream.side is TunnelSide.CLIENT), known[0])  # type: ignore[union-attr]
-        assert holder.stream is not None
-        tunnel = decode_router_call(recorded, registry)
-        holder.stream.holds_inner = True
-        holder.stream.error = holder.stream.error or tunnel.error
-        holder.inner = [_inner_view(registry, inner, decode) for inner in tunnel.calls]
+        holder = next((m for m in known if _side_of(m[1]) is TunnelSide.CLIENT), known[0])
+        holders.append(holder)
         for _, other in members:
-            if other is not holder and other.stream is not None and other.stream.side is TunnelSide.UNKNOWN:
+            if other is not holder[1] and _side_of(other) is TunnelSide.UNKNOWN:
                 # Nothing it sent or got opened the connection, yet its peer did: it is the other end.
-                client_holds = holder.stream.side is TunnelSide.CLIENT
+                assert other.stream is not None
+                client_holds = _side_of(holder[1]) is TunnelSide.CLIENT
                 other.stream.side = TunnelSide.EXPORTER if client_holds else TunnelSide.CLIENT
                 other.caller = _caller_for_side(other.stream.side)
+    if progress is not None:
+        progress("decoding tunnels", 0, len(holders))
+    tunnels = tunnel_map(registry, [call for call, _ in holders])
+    holder_ids = set()
+    for (_, view), tunnel in zip(holders, tunnels, strict=True):
+        assert view.stream is not None
+        holder_ids.add(view.id)
+        _fill_counts(view.stream, tunnel.frames_out, tunnel.frames_in)
+        view.stream.holds_inner = True
+        view.stream.error = view.stream.error or tunnel.error
+        view.inner = [_inner_view(registry, inner, decode) for inner in tunnel.calls]
+    for call, view in router_calls:
+        if view.id not in holder_ids and view.stream is not None:
+            out, into, error = _frames(registry, call)
+            _fill_counts(view.stream, out, into)
+            view.stream.error = view.stream.error or error
 
 
 def build_view(
@@ -490,11 +520,13 @@ def build_view(
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
+    tunnel_map: TunnelMap = decode_tunnels,
 ) -> CassetteView:
     """Decode every call of a cassette with the cassette's own schema.
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
-    --no-tunnel). `progress` is called now and then while decoding.
+    --no-tunnel). `progress` is called now and then while decoding. `tunnel_map` decodes the router calls that
+    carry each tunnel's inner calls (see `TunnelMap`).
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     views: list[ViewCall] = []
@@ -508,6 +540,6 @@ def build_view(
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(registry, router_calls, decode, progress)
+        _attach_tunnels(registry, router_calls, decode, tunnel_map, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
