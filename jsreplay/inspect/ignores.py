@@ -33,6 +33,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _FINGERPRINT = re.compile(r"redacted:[0-9a-f]{12}")
 _MAP_KEY = re.compile(r'\["((?:[^"\\]|\\.)*)"\]')  # labels["a/b"] as diff prints it -> labels.a/b
 _INDEX = re.compile(r"\[[0-9*?]*\]")
+_TEXT_CACHE = 1 << 16  # distinct strings remembered by Normalizer.text
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Normalizer:
         )
         self._drivers = dict(drivers or {})
         self._verdicts: dict[str, IgnoreRule | None] = {}
+        self._texts: dict[str, str] = {}
 
     def rule_for(self, path: str) -> IgnoreRule | None:
         """The first rule that matches `path` (memoized: the same paths come up in every call)."""
@@ -127,14 +129,15 @@ class Normalizer:
             return found
 
     def text(self, value: str) -> str:
-        """A string with the value masks applied."""
-        if not self.defaults:
+        """A string with the value masks applied (memoized: lease names and the like recur in many calls)."""
+        if not self.defaults or ("-" not in value and "redacted:" not in value):
             return value
-        if "-" in value:
-            value = _UUID.sub(self._uuid, value)
-        if "redacted:" in value:
-            value = _FINGERPRINT.sub(FINGERPRINT_MASK, value)
-        return value
+        masked = self._texts.get(value)
+        if masked is None:
+            masked = _FINGERPRINT.sub(FINGERPRINT_MASK, _UUID.sub(self._uuid, value))
+            if len(self._texts) < _TEXT_CACHE:
+                self._texts[value] = masked
+        return masked
 
     def _uuid(self, match: re.Match[str]) -> str:
         name = self._drivers.get(match.group(0).lower())
@@ -143,22 +146,30 @@ class Normalizer:
     def value(self, path: str, value: Any) -> Any:
         """A decoded value with ignored fields masked or dropped and strings masked. `path` is the value's
         ignore path (`Service/Method.response`)."""
-        if isinstance(value, dict):
+        kind = type(value)  # exact types: decoded values are plain dicts, lists and scalars (and this is hot)
+        if kind is dict:
             out: dict[str, Any] = {}
+            verdicts = self._verdicts
             for key, item in value.items():
                 child = f"{path}.{key}"
-                rule = self.rule_for(child) if self.rules else None
+                rule = verdicts[child] if child in verdicts else self.rule_for(child)
                 if rule is not None:
                     if not rule.drop:
                         out[key] = IGNORED
                     continue
-                out[key] = self.value(child, item)
+                item_kind = type(item)
+                if item_kind is str:
+                    out[key] = self.text(item)
+                elif item_kind is dict or item_kind is list or item_kind is UnknownField:
+                    out[key] = self.value(child, item)
+                else:
+                    out[key] = item
             return out
-        if isinstance(value, list):
+        if kind is list:
             return [self.value(path, item) for item in value]
-        if isinstance(value, str):
+        if kind is str:
             return self.text(value)
-        if isinstance(value, UnknownField):
+        if kind is UnknownField:
             return self._unknown(value)
         return value
 

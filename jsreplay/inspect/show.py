@@ -133,11 +133,12 @@ def _message_lines(message: ViewMessage, arrow: str, indent: str, options: ShowO
         for offset in range(0, len(data), RAW_LINE_BYTES):
             lines.append(f"{indent}    {offset:06x}  {data[offset : offset + RAW_LINE_BYTES].hex()}")
         return lines
-    flat = inline_text(message.value)
+    memo: dict[int, str] = {}
+    flat = inline_text(message.value, _memo=memo)
     head = f"{indent}{arrow} {type_name} "
     if len(head) + len(flat) <= options.width:
         return [head + flat]
-    return [head.rstrip(), *block_lines(message.value, indent + "    ", options.width)]
+    return [head.rstrip(), *block_lines(message.value, indent + "    ", options.width, _memo=memo)]
 
 
 def _call_lines(call: ViewCall, indent: str, options: ShowOptions, view: CassetteView) -> Iterator[str]:

@@ -23,6 +23,7 @@ from jsreplay.protocol.registry import UnknownField, WireType
 
 BYTES_HEAD = 32  # bytes kept in the summary of a long byte string
 TEXT_BYTES = 16  # bytes of a byte string shown in text output before it is abbreviated
+_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps uses, without its per-call setup
 _C1 = re.compile("[\x7f-\x9f]")  # DEL and C1 controls, which json.dumps leaves as they are
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^#[0-9]+$")
 
@@ -74,7 +75,7 @@ def key_segment(key: str) -> str:
 
 def quote(text: str) -> str:
     """A string in double quotes with JSON-style escapes, so control characters can't garble a terminal."""
-    quoted = json.dumps(text, ensure_ascii=False)
+    quoted: str = _encode_string(text)
     return _C1.sub(lambda m: f"\\u{ord(m.group(0)):04x}", quoted) if _C1.search(quoted) else quoted
 
 
@@ -113,25 +114,38 @@ def scalar_text(value: Any, limit: int | None = TEXT_BYTES) -> str:
     return repr(value)
 
 
-def inline_text(value: Any, limit: int | None = TEXT_BYTES) -> str:
+def inline_text(value: Any, limit: int | None = TEXT_BYTES, _memo: dict[int, str] | None = None) -> str:
     """A value on one line: `{a: 1, b: [2, 3]}`; unknown fields as `#7: unknown field: 42 (varint)`."""
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return scalar_text(value, limit)
+    if _memo is not None:
+        known = _memo.get(id(value))
+        if known is not None:
+            return known
+    if kind is dict:
         items = []
         for k, v in value.items():
             key = str(k)
             if key.startswith("#") and isinstance(v, list):
                 items.append(f"{key}: {unknown_text(v, limit)}")
             else:
-                items.append(f"{key if _IDENTIFIER.match(key) else quote(key)}: {inline_text(v, limit)}")
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(inline_text(v, limit) for v in value) + "]"
-    return scalar_text(value, limit)
+                items.append(f"{key if _IDENTIFIER.match(key) else quote(key)}: {inline_text(v, limit, _memo)}")
+        text = "{" + ", ".join(items) + "}"
+    else:
+        text = "[" + ", ".join(inline_text(v, limit, _memo) for v in value) + "]"
+    if _memo is not None:
+        _memo[id(value)] = text
+    return text
 
 
-def block_lines(value: Any, indent: str, width: int = 120, limit: int | None = TEXT_BYTES) -> list[str]:
+def block_lines(
+    value: Any, indent: str, width: int = 120, limit: int | None = TEXT_BYTES, _memo: dict[int, str] | None = None
+) -> list[str]:
     """A value as indented lines: inline when it fits in `width`, else one field per line."""
-    flat = inline_text(value, limit)
+    # Each level asks for its children's one-line form again: remember them (by identity, during this call).
+    _memo = {} if _memo is None else _memo
+    flat = inline_text(value, limit, _memo)
     if len(indent) + len(flat) <= width or not isinstance(value, dict | list | tuple) or not value:
         return [indent + flat]
     lines: list[str] = []
@@ -143,7 +157,7 @@ def block_lines(value: Any, indent: str, width: int = 120, limit: int | None = T
             if key.startswith("#") and isinstance(v, list):
                 lines.append(f"{indent}{label}: {unknown_text(v, limit)}")
                 continue
-            sub = block_lines(v, child, width, limit)
+            sub = block_lines(v, child, width, limit, _memo)
             scalar = not isinstance(v, dict | list | tuple)
             if len(sub) == 1 and (scalar or len(indent) + len(label) + 2 + len(sub[0].lstrip()) <= width):
                 lines.append(f"{indent}{label}: {sub[0].lstrip()}")
@@ -152,7 +166,7 @@ def block_lines(value: Any, indent: str, width: int = 120, limit: int | None = T
                 lines.extend(sub)
     else:
         for i, v in enumerate(value):
-            sub = block_lines(v, child, width, limit)
+            sub = block_lines(v, child, width, limit, _memo)
             if len(sub) == 1:
                 lines.append(f"{indent}[{i}] {sub[0].lstrip()}")
             else:

@@ -14,7 +14,8 @@ import enum
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor
 
@@ -33,7 +34,6 @@ from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_pat
 from jsreplay.tunnel import CONNECTION_PREFACE, ErrorCode, InnerCall, RouterFrameType, application_metadata
 from jsreplay.tunnel.recorded import (
     ROUTER_STREAM,
-    RecordedTunnel,
     RouterFrame,
     TunnelSide,
     decode_router_call,
@@ -436,34 +436,59 @@ def _peek_side(registry: Registry, call: Call) -> tuple[TunnelSide, str | None]:
     return TunnelSide.UNKNOWN, None
 
 
-def _count_types(frames: Iterable[RouterFrame]) -> dict[str, int]:
+def _count_types(frames: Iterable[tuple[str, int]]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for frame in frames:
-        counts[frame.type_name] = counts.get(frame.type_name, 0) + 1
+    for name, _ in frames:
+        counts[name] = counts.get(name, 0) + 1
     return counts
 
 
-def _fill_counts(stream: RouterStream, out: list[RouterFrame], into: list[RouterFrame]) -> None:
+def _fill_counts(stream: RouterStream, out: list[tuple[str, int]], into: list[tuple[str, int]]) -> None:
     stream.frames_out, stream.frames_in = len(out), len(into)
-    stream.bytes_out = sum(len(f.payload) for f in out)
-    stream.bytes_in = sum(len(f.payload) for f in into)
+    stream.bytes_out = sum(size for _, size in out)
+    stream.bytes_in = sum(size for _, size in into)
     stream.types_out, stream.types_in = _count_types(out), _count_types(into)
 
 
-#: Decodes router calls into tunnels, in order. `build_view` uses `decode_tunnels`; the CLI passes one that
-#: spreads the work over processes (the tunnel decoder is most of the time spent on a big cassette).
-TunnelMap = Callable[[Registry, Sequence[Call]], list[RecordedTunnel]]
+@dataclass
+class DecodedTunnel:
+    """What `build_view` keeps of one decoded tunnel (small enough to pass between processes)."""
+
+    calls: list[ViewCall]
+    error: str | None
+    frames_out: list[tuple[str, int]]  # (frame type name, payload size) of each frame this end sent
+    frames_in: list[tuple[str, int]]
 
 
-def decode_tunnels(registry: Registry, calls: Sequence[Call]) -> list[RecordedTunnel]:
-    return [decode_router_call(call, registry) for call in calls]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def sequential_map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """The default `Mapper`: the builtin map, in this process."""
+    return [fn(item) for item in items]
+
+
+#: `mapper(fn, items) -> [fn(item) for item in items]`, in order. `build_view` decodes tunnels through it (the
+#: tunnel decoder is most of the time spent on a big cassette), so the CLI can pass one that uses processes.
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
+def _decode_tunnel(registry: Registry, call: Call, decode: bool) -> DecodedTunnel:
+    tunnel = decode_router_call(call, registry)
+    return DecodedTunnel(
+        calls=[_inner_view(registry, inner, decode) for inner in tunnel.calls],
+        error=tunnel.error,
+        frames_out=[(f.type_name, len(f.payload)) for f in tunnel.frames_out],
+        frames_in=[(f.type_name, len(f.payload)) for f in tunnel.frames_in],
+    )
 
 
 def _attach_tunnels(
     registry: Registry,
     router_calls: Sequence[tuple[Call, ViewCall]],
     decode: bool,
-    tunnel_map: TunnelMap,
+    mapper: Mapper,
     progress: ProgressFn | None,
 ) -> None:
     for call, view in router_calls:
@@ -495,7 +520,7 @@ def _attach_tunnels(
                 other.caller = _caller_for_side(other.stream.side)
     if progress is not None:
         progress("decoding tunnels", 0, len(holders))
-    tunnels = tunnel_map(registry, [call for call, _ in holders])
+    tunnels: list[DecodedTunnel] = mapper(partial(_decode_tunnel, registry, decode=decode), [c for c, _ in holders])
     holder_ids = set()
     for (_, view), tunnel in zip(holders, tunnels, strict=True):
         assert view.stream is not None
@@ -503,11 +528,15 @@ def _attach_tunnels(
         _fill_counts(view.stream, tunnel.frames_out, tunnel.frames_in)
         view.stream.holds_inner = True
         view.stream.error = view.stream.error or tunnel.error
-        view.inner = [_inner_view(registry, inner, decode) for inner in tunnel.calls]
+        view.inner = tunnel.calls
     for call, view in router_calls:
         if view.id not in holder_ids and view.stream is not None:
             out, into, error = _frames(registry, call)
-            _fill_counts(view.stream, out, into)
+            _fill_counts(
+                view.stream,
+                [(f.type_name, len(f.payload)) for f in out],
+                [(f.type_name, len(f.payload)) for f in into],
+            )
             view.stream.error = view.stream.error or error
 
 
@@ -520,13 +549,13 @@ def build_view(
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
-    tunnel_map: TunnelMap = decode_tunnels,
+    mapper: Mapper = sequential_map,
 ) -> CassetteView:
     """Decode every call of a cassette with the cassette's own schema.
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
-    --no-tunnel). `progress` is called now and then while decoding. `tunnel_map` decodes the router calls that
-    carry each tunnel's inner calls (see `TunnelMap`).
+    --no-tunnel). `progress` is called now and then while decoding. Tunnels are decoded through `mapper` (see
+    `Mapper`).
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     views: list[ViewCall] = []
@@ -540,6 +569,6 @@ def build_view(
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(registry, router_calls, decode, tunnel_map, progress)
+        _attach_tunnels(registry, router_calls, decode, mapper, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
