@@ -115,17 +115,19 @@ def _align_gap(
                 d[a - 1][b] + GAP_COST,
                 d[a][b - 1] + GAP_COST,
             )
+    # Walk back from the end. On a tie, take the gap: the items left over then sit at the end, and the
+    # pairs are the earliest items in order (the natural reading of "one more at the end").
     out: list[Pair] = []
     a, b = n, m
     while a > 0 or b > 0:
-        if a > 0 and b > 0 and d[a][b] == d[a - 1][b - 1] + subst[a - 1][b - 1] and subst[a - 1][b - 1] <= 2 * GAP_COST:
-            out.append((i1 + a - 1, j1 + b - 1))
-            a, b = a - 1, b - 1
-        elif a > 0 and (b == 0 or d[a][b] == d[a - 1][b] + GAP_COST):
+        if b > 0 and d[a][b] == d[a][b - 1] + GAP_COST:
+            out.append((None, j1 + b - 1))
+            b -= 1
+        elif a > 0 and d[a][b] == d[a - 1][b] + GAP_COST:
             out.append((i1 + a - 1, None))
             a -= 1
         else:
-            out.append((None, j1 + b - 1))
-            b -= 1
+            out.append((i1 + a - 1, j1 + b - 1))
+            a, b = a - 1, b - 1
     out.reverse()
     return out
