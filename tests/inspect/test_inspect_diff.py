@@ -28,6 +28,8 @@ from jsreplay.cassette.model import (
 from jsreplay.inspect.diff import DiffOptions, diff_views
 from jsreplay.protocol.registry import Registry, UnknownField, WireType, encode_unknown
 
+pytestmark = pytest.mark.e2e  # the recordings come from the real client and exporter
+
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 
@@ -208,6 +210,22 @@ def test_how_the_router_chunked_a_tunnel_is_not_a_difference(recordings: Recordi
     variant = edit(recordings.baseline2, tmp_path / "rechunked.msgpack", rechunk)
     frames = [c.stream.frames_out for c in load(variant).calls if c.stream and c.stream.holds_inner]
     assert frames and frames[0] > max(c.stream.frames_out for c in load(recordings.baseline2).calls if c.stream)
+    code, document = diff_json(recordings.baseline, variant)
+    assert (code, document["differences"]) == (EXIT_OK, [])
+
+
+def test_a_tunnel_recorded_from_one_end_compares_by_its_inner_calls(recordings: Recordings, tmp_path: Path) -> None:
+    view = load(recordings.baseline2)
+    [client_end] = [c for c in view.calls if c.stream is not None and c.stream.holds_inner]
+    variant = edit(
+        recordings.baseline2,
+        tmp_path / "exporter_end_only.msgpack",
+        lambda c: replace_events(c, lambda e: None if e.call_id == client_end.id else e),
+    )
+    [exporter_end] = [c for c in load(variant).calls if c.stream is not None and c.stream.holds_inner]
+    assert exporter_end.stream is not None and exporter_end.stream.side.value == "exporter"
+    assert exporter_end.stream.peer is None
+    assert [c.short_method for c in exporter_end.inner or []] == [c.short_method for c in client_end.inner or []]
     code, document = diff_json(recordings.baseline, variant)
     assert (code, document["differences"]) == (EXIT_OK, [])
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from conftest import Recordings
 from inspect_support import call_ids, edit, json_schema, load, run_cli
 
 from jsreplay.cassette.model import Cassette, ServerMessage
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
+
+pytestmark = pytest.mark.e2e  # the recordings come from the real client and exporter
 
 EXIT_OK, EXIT_ERROR = 0, 2
 METHOD_LINE = re.compile(r"^\s*(\+\d+\.\d{3}s|stream \d+)\s+(controller|router|tunnel)\s+(\S+)\s+(\S+/\S+)\s")
