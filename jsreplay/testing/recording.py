@@ -24,6 +24,7 @@ class RecordedRun:
     cassette: Path
     result: ScenarioResult
     cluster_calls: dict[str, int]  # method -> how many calls the cluster served
+    secrets: tuple[str, ...]  # every bearer and router token the run used: none may reach the cassette
 
 
 async def record_scenario(
@@ -51,4 +52,15 @@ async def record_scenario(
                         proxy.endpoint, client.token, proxy.ca_pem, name=client.name, selector=selector
                     )
                     await cluster.wait_exporter_available(exporter.name)
-            return RecordedRun(cassette=cassette, result=result, cluster_calls=dict(cluster.call_counts()))
+            router_tokens = [
+                str(getattr(m, "router_token", ""))
+                for call in cluster.calls
+                if call.method.endswith(("/Dial", "/Listen"))
+                for m in call.responses
+            ]
+            return RecordedRun(
+                cassette=cassette,
+                result=result,
+                cluster_calls=dict(cluster.call_counts()),
+                secrets=tuple(t for t in (exporter.token, client.token, *router_tokens) if t),
+            )
