@@ -9,7 +9,7 @@ import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
 from jsreplay.cli.progress import StatusLine
-from jsreplay.cli.show import load_view, write_json, write_output
+from jsreplay.cli.show import gc_paused, load_view, write_json, write_output
 from jsreplay.inspect.diff import DiffOptions, diff_views, render_text, report_to_json
 
 
@@ -53,14 +53,15 @@ def diff_command(
     Exit status: 0 equivalent, 1 different, 2 error.
     """
     status = StatusLine()
-    old_view = load_view(old, status=status)
-    new_view = load_view(new, status=status)
-    status.show("comparing", force=True)
     options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
-    try:
-        report = diff_views(old_view, new_view, options)
-    finally:
-        status.clear()
+    with gc_paused():
+        old_view = load_view(old, status=status)
+        new_view = load_view(new, status=status)
+        status.show("comparing", force=True)
+        try:
+            report = diff_views(old_view, new_view, options)
+        finally:
+            status.clear()
     if fmt == "json":
         write_json(report_to_json(report, str(old), str(new)))
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from jsreplay.cli.show import load_view, write_output
+from jsreplay.cli.show import gc_paused, load_view, write_output
 from jsreplay.inspect.textconv import render_textconv
 
 
@@ -18,4 +18,5 @@ def textconv_command(cassette: Path) -> None:
     In .gitattributes: `*.msgpack diff=jsreplay`; in git config: `git config diff.jsreplay.textconv
     "jsreplay textconv"`.
     """
-    write_output(render_textconv(load_view(cassette)))
+    with gc_paused():
+        write_output(render_textconv(load_view(cassette)))

@@ -14,8 +14,7 @@ import enum
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
@@ -351,16 +350,23 @@ def _outer_view(registry: Registry, call: Call, decode: bool) -> ViewCall:
     request_type, response_type, known = _message_types(registry, call.method)
     requests: list[ViewMessage] = []
     responses: list[ViewMessage] = []
-    router = call.method == ROUTER_STREAM
-    for event in call.events:
-        if isinstance(event, ClientMessage):
-            message = decode_message(registry, request_type, event.data, decode=decode and not router)
-            message.t_ns = event.t_ns
-            requests.append(message)
-        elif isinstance(event, ServerMessage):
-            message = decode_message(registry, response_type, event.data, decode=decode and not router)
-            message.t_ns = event.t_ns
-            responses.append(message)
+    if call.method == ROUTER_STREAM:
+        # Router frames are summarised by the tunnel decoding; keep their bytes (--raw), don't decode them.
+        for event in call.events:
+            if type(event) is ClientMessage:
+                requests.append(ViewMessage(data=event.data, type_name=request_type, t_ns=event.t_ns))
+            elif type(event) is ServerMessage:
+                responses.append(ViewMessage(data=event.data, type_name=response_type, t_ns=event.t_ns))
+    else:
+        for event in call.events:
+            if isinstance(event, ClientMessage):
+                message = decode_message(registry, request_type, event.data, decode=decode)
+                message.t_ns = event.t_ns
+                requests.append(message)
+            elif isinstance(event, ServerMessage):
+                message = decode_message(registry, response_type, event.data, decode=decode)
+                message.t_ns = event.t_ns
+                responses.append(message)
     end = _outer_end(call)
     status = call.status
     kind = metadata_get(call.start.metadata, "jumpstarter-kind")
@@ -452,26 +458,12 @@ def _fill_counts(stream: RouterStream, out: list[tuple[str, int]], into: list[tu
 
 @dataclass
 class DecodedTunnel:
-    """What `build_view` keeps of one decoded tunnel (small enough to pass between processes)."""
+    """What `build_view` keeps of one decoded tunnel: its inner calls and a summary of its frames."""
 
     calls: list[ViewCall]
     error: str | None
     frames_out: list[tuple[str, int]]  # (frame type name, payload size) of each frame this end sent
     frames_in: list[tuple[str, int]]
-
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-
-def sequential_map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-    """The default `Mapper`: the builtin map, in this process."""
-    return [fn(item) for item in items]
-
-
-#: `mapper(fn, items) -> [fn(item) for item in items]`, in order. `build_view` decodes tunnels through it (the
-#: tunnel decoder is most of the time spent on a big cassette), so the CLI can pass one that uses processes.
-Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 
 def _decode_tunnel(registry: Registry, call: Call, decode: bool) -> DecodedTunnel:
@@ -488,7 +480,6 @@ def _attach_tunnels(
     registry: Registry,
     router_calls: Sequence[tuple[Call, ViewCall]],
     decode: bool,
-    mapper: Mapper,
     progress: ProgressFn | None,
 ) -> None:
     for call, view in router_calls:
@@ -518,11 +509,11 @@ def _attach_tunnels(
                 client_holds = _side_of(holder[1]) is TunnelSide.CLIENT
                 other.stream.side = TunnelSide.EXPORTER if client_holds else TunnelSide.CLIENT
                 other.caller = _caller_for_side(other.stream.side)
-    if progress is not None:
-        progress("decoding tunnels", 0, len(holders))
-    tunnels: list[DecodedTunnel] = mapper(partial(_decode_tunnel, registry, decode=decode), [c for c, _ in holders])
     holder_ids = set()
-    for (_, view), tunnel in zip(holders, tunnels, strict=True):
+    for done, (call, view) in enumerate(holders):
+        if progress is not None and done % 16 == 0:
+            progress("decoding tunnels", done, len(holders))
+        tunnel = _decode_tunnel(registry, call, decode)
         assert view.stream is not None
         holder_ids.add(view.id)
         _fill_counts(view.stream, tunnel.frames_out, tunnel.frames_in)
@@ -549,13 +540,11 @@ def build_view(
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
-    mapper: Mapper = sequential_map,
 ) -> CassetteView:
     """Decode every call of a cassette with the cassette's own schema.
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
-    --no-tunnel). `progress` is called now and then while decoding. Tunnels are decoded through `mapper` (see
-    `Mapper`).
+    --no-tunnel). `progress` is called now and then while decoding.
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     views: list[ViewCall] = []
@@ -569,6 +558,6 @@ def build_view(
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(registry, router_calls, decode, mapper, progress)
+        _attach_tunnels(registry, router_calls, decode, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
