@@ -1,0 +1,102 @@
+"""The mock exporter behind a replayed router tunnel.
+
+Tunnel bytes cannot be replayed byte for byte (chunking, HPACK state, PING data and window updates differ every
+run), so the inner HTTP/2 connection is terminated by a real gRPC server whose handler answers each inner call
+(GetReport, DriverCall, StreamingDriverCall, LogStream, GetStatus, EndSession, the byte-stream RouterService
+calls) from the inner calls decoded out of the recorded frames. The router side pumps the client's frame
+payloads into a TCP connection to that server and its replies back out as frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from jsreplay.grpc_options import SERVER_OPTIONS
+from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.replay.matching import Matcher, MatchMode
+from jsreplay.replay.script import Script
+from jsreplay.replay.serving import play
+
+log = logging.getLogger("jsreplay.replay")
+
+
+class MockExporter(grpc.GenericRpcHandler):
+    def __init__(
+        self,
+        scripts: list[Script],
+        registry: Registry,
+        *,
+        mode: MatchMode,
+        ignores: tuple[str, ...],
+        allow_repeats: bool,
+        on_miss: Callable[[str, str], None],
+    ) -> None:
+        self._registry = registry
+        self._on_miss = on_miss
+        self.matcher = Matcher(
+            registry_for=lambda _script: registry,
+            kind_of=self._kind,
+            mode=mode,
+            ignores=ignores,
+            allow_repeats=allow_repeats,
+        )
+        self.matcher.add(scripts)
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    def _kind(self, method: str) -> StreamKind:
+        info = self._registry.method(method)
+        return info.kind if info is not None else StreamKind.BIDI_STREAMING
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        kind = self._kind(method)
+
+        async def handler(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
+            first = request if isinstance(request, bytes) else None
+            outcome = self.matcher.match(method, first)
+            if outcome.script is None:
+                self._on_miss(method, outcome.explanation)
+                await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)
+                return None
+            return await play(outcome.script, kind, context, first_request=first, rewrite=lambda data: data)
+
+        match kind:
+            case StreamKind.UNARY:
+                return grpc.unary_unary_rpc_method_handler(handler)
+            case StreamKind.SERVER_STREAMING:
+                return grpc.unary_stream_rpc_method_handler(handler)
+            case StreamKind.CLIENT_STREAMING:
+                return grpc.stream_unary_rpc_method_handler(handler)
+            case _:
+                return grpc.stream_stream_rpc_method_handler(handler)
+
+    async def start(self) -> int:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((self,))
+        self.port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(0.5)
+            self._server = None
+
+
+async def pump_socket_to_frames(
+    reader: asyncio.StreamReader, send: Callable[[bytes], object], chunk: int = 64 << 10
+) -> None:
+    """Bytes the mock exporter writes -> `send(payload)` until it closes the connection."""
+    while True:
+        data = await reader.read(chunk)
+        if not data:
+            return
+        result = send(data)
+        if asyncio.iscoroutine(result):
+            await result

@@ -1,0 +1,219 @@
+"""Matching live requests to recordings, and explaining misses field by field.
+
+Modes: `default` compares decoded requests after masking a documented set of volatile fields (and `--ignore`
+paths); `strict` compares every byte; `order` only the method, taking recordings in order. Recordings are used
+up in order. When the matching ones are used up, a unary call gets the last matching recording again in
+`default` and `order` mode (polling loops like GetLease and ReportStatus run more or fewer times than recorded);
+`strict` never repeats unless `--allow-repeats`.
+
+A value that was redacted when recorded (`redacted:…`) matches any live value: the live secret cannot be
+fingerprinted with the recording's key, which was never stored.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsreplay.cassette.redaction import REDACTED_PREFIX
+from jsreplay.inspect.ignores import IgnoreRule
+from jsreplay.protocol.registry import ProtocolError, Registry, StreamKind
+from jsreplay.replay.script import Script
+
+# Request fields that differ between runs of the same session and are never compared by `default`.
+DEFAULT_IGNORES: tuple[IgnoreRule, ...] = (
+    IgnoreRule("ControllerService/Register.request.reports.uuid", "driver UUIDs are new every exporter run"),
+    IgnoreRule("ControllerService/Register.request.reports.parent_uuid", "driver UUIDs are new every exporter run"),
+    IgnoreRule("*.router_token", "tokens"),
+    IgnoreRule("*token", "tokens"),
+    IgnoreRule("*_time", "timestamps"),
+    IgnoreRule("*.lastTransitionTime", "timestamps"),
+    IgnoreRule("*metadata.user-agent", "the gRPC library's version"),
+    IgnoreRule("*metadata.authorization", "credentials"),
+)
+
+
+class MatchMode(enum.Enum):
+    DEFAULT = "default"
+    STRICT = "strict"
+    ORDER = "order"
+
+
+@dataclass(frozen=True)
+class Difference:
+    path: str
+    recorded: Any
+    live: Any
+
+    def __str__(self) -> str:
+        return f"{self.path or '(message)'}: recorded {_short(self.recorded)}, got {_short(self.live)}"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_MISSING = "<absent>"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A decoded message as {path: leaf value}; list items get `[i]` in the path."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        if not value and prefix:
+            out[prefix] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(value, list):
+        if not value and prefix:
+            out[prefix] = []
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = value
+    return out
+
+
+def _strip_indices(path: str) -> str:
+    parts: list[str] = []
+    depth = 0
+    for ch in path:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0:
+            parts.append(ch)
+    return "".join(parts)
+
+
+def short_method(method: str) -> str:
+    """`/jumpstarter.v1.ControllerService/Dial` -> `ControllerService/Dial` (how ignore paths name methods)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return f"{service.rsplit('.', 1)[-1]}/{name}"
+
+
+@dataclass
+class Outcome:
+    script: Script | None
+    repeated: bool = False
+    explanation: str = ""
+
+
+@dataclass
+class _Slot:
+    script: Script
+    used: int = 0
+
+
+@dataclass
+class Matcher:
+    """Hands out recordings for live calls; one per replay server (and one per replayed tunnel)."""
+
+    registry_for: Callable[[Script], Registry]
+    kind_of: Callable[[str], StreamKind]
+    mode: MatchMode = MatchMode.DEFAULT
+    ignores: Sequence[str] = ()
+    allow_repeats: bool = False
+    _slots: dict[str, list[_Slot]] = field(default_factory=dict)
+    _rules: tuple[IgnoreRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._rules = DEFAULT_IGNORES + tuple(IgnoreRule(p, "--ignore") for p in self.ignores)
+
+    def add(self, scripts: Iterable[Script]) -> None:
+        for script in scripts:
+            self._slots.setdefault(script.method, []).append(_Slot(script))
+
+    def scripts(self) -> list[tuple[Script, int]]:
+        """Every recording with how many times it was served."""
+        return [(slot.script, slot.used) for slots in self._slots.values() for slot in slots]
+
+    # ------------------------------------------------------------------------------------------ comparing
+
+    def differences(self, script: Script, live: bytes | None) -> list[Difference]:
+        """How a live first request differs from a recording's, per the mode (empty: it matches)."""
+        if self.mode is MatchMode.ORDER:
+            return []
+        recorded = script.requests[0] if script.requests else None
+        if self.mode is MatchMode.STRICT:
+            if recorded == live:
+                return []
+            found = self._field_differences(script, recorded, live, masked=False)
+            return found or [Difference("(bytes)", recorded, live)]
+        if recorded == live:
+            return []
+        return self._field_differences(script, recorded, live, masked=True)
+
+    def _field_differences(
+        self, script: Script, recorded: bytes | None, live: bytes | None, *, masked: bool
+    ) -> list[Difference]:
+        if recorded is None or live is None:
+            return [Difference("(request)", recorded, live)]
+        registry = self.registry_for(script)
+        info = registry.method(script.method)
+        if info is None:
+            return [Difference("(bytes)", recorded, live)]
+        try:
+            old = flatten(registry.decode(info.request_type, recorded))
+            new = flatten(registry.decode(info.request_type, live))
+        except ProtocolError as err:
+            return [Difference("(decode)", "", str(err))]
+        prefix = f"{short_method(script.method)}.request."
+        found: list[Difference] = []
+        for path in sorted(old.keys() | new.keys()):
+            a, b = old.get(path, _MISSING), new.get(path, _MISSING)
+            if a == b:
+                continue
+            if masked:
+                if isinstance(a, str) and a.startswith(REDACTED_PREFIX):
+                    continue
+                plain = _strip_indices(path)
+                if any(rule.matches(prefix + plain) for rule in self._rules):
+                    continue
+            found.append(Difference(path, a, b))
+        return found
+
+    # ------------------------------------------------------------------------------------------ choosing
+
+    def match(self, method: str, live: bytes | None) -> Outcome:
+        """The recording to serve for a call on `method` whose first request is `live` (None: not read yet)."""
+        slots = self._slots.get(method, [])
+        if not slots:
+            recorded = sorted(self._slots)
+            listing = ", ".join(short_method(m) for m in recorded[:12]) + (" …" if len(recorded) > 12 else "")
+            return Outcome(
+                None,
+                explanation=f"jsreplay: {method} was never recorded (matcher {self.mode.value}); "
+                f"the cassette has: {listing or 'no calls'}",
+            )
+        checked = [(slot, self.differences(slot.script, live) if live is not None else []) for slot in slots]
+        for slot, diffs in checked:
+            if slot.used == 0 and not diffs:
+                slot.used += 1
+                return Outcome(slot.script)
+        repeatable = self.allow_repeats or (
+            self.mode is not MatchMode.STRICT and self.kind_of(method) is StreamKind.UNARY
+        )
+        if repeatable:
+            for slot, diffs in reversed(checked):
+                if not diffs:
+                    slot.used += 1
+                    return Outcome(slot.script, repeated=True)
+        return Outcome(None, explanation=self._explain(method, checked))
+
+    def _explain(self, method: str, checked: list[tuple[_Slot, list[Difference]]]) -> str:
+        unused = sum(1 for slot, _ in checked if slot.used == 0)
+        header = (
+            f"jsreplay: no recording matches {method} (matcher {self.mode.value}; "
+            f"{len(checked)} recorded, {unused} unused)"
+        )
+        mismatched = [(slot, diffs) for slot, diffs in checked if diffs]
+        if not mismatched:
+            return f"{header}: every matching recording is used up (--allow-repeats serves them again)"
+        slot, diffs = min(mismatched, key=lambda item: (item[0].used > 0, len(item[1])))
+        shown = "; ".join(str(d) for d in diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        return f"{header}; nearest is {slot.script.key}, which differs at {shown}"

@@ -1,0 +1,52 @@
+"""What a replay used, left unused and missed: printed at the end and written as JSON with --report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Miss:
+    method: str
+    reason: str
+    at_s: float  # seconds since the replay server started
+
+
+@dataclass
+class ReplayReport:
+    cassettes: list[str]
+    used: list[tuple[str, str, int]] = field(default_factory=list)  # (recording, method, times served)
+    unused: list[tuple[str, str]] = field(default_factory=list)
+    missed: list[Miss] = field(default_factory=list)
+    inner: list[tuple[str, str, int]] = field(default_factory=list)  # tunnel calls: (recording, method, times)
+    tunnels_used: list[str] = field(default_factory=list)
+    tunnels_unused: list[str] = field(default_factory=list)
+    causal_timeouts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cassettes": self.cassettes,
+            "used": [{"recording": k, "method": m, "times": n} for k, m, n in self.used],
+            "unused": [{"recording": k, "method": m} for k, m in self.unused],
+            "missed": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.missed],
+            "tunnels": {
+                "used": self.tunnels_used,
+                "unused": self.tunnels_unused,
+                "inner_calls": [{"recording": k, "method": m, "times": n} for k, m, n in self.inner],
+            },
+            "causal_timeouts": self.causal_timeouts,
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def summary(self) -> str:
+        inner_used = sum(1 for _, _, n in self.inner if n)
+        return (
+            f"{sum(n for _, _, n in self.used)} calls served from {len(self.used)} recordings "
+            f"({len(self.unused)} unused), {len(self.tunnels_used)} tunnels with {inner_used} inner calls, "
+            f"{len(self.missed)} missed"
+        )

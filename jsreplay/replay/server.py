@@ -1,0 +1,354 @@
+"""The replay server: controller, client service, router and (behind each tunnel) exporter, from cassettes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from jsreplay.grpc_options import SERVER_OPTIONS
+from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.replay.exporter import MockExporter, pump_socket_to_frames
+from jsreplay.replay.library import Library, Tunnel, load_library
+from jsreplay.replay.matching import Matcher, MatchMode
+from jsreplay.replay.report import Miss, ReplayReport
+from jsreplay.replay.rewrite import ResponseRewriter
+from jsreplay.replay.script import Script
+from jsreplay.replay.serving import play
+from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, bind
+from jsreplay.tunnel.decoder import RouterFrameType
+from jsreplay.tunnel.recorded import ROUTER_STREAM
+
+log = logging.getLogger("jsreplay.replay")
+
+CAUSAL_TIMEOUT_S = 10.0
+_FRAME_REQUEST = "jumpstarter.v1.StreamRequest"
+_FRAME_RESPONSE = "jumpstarter.v1.StreamResponse"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    cassettes: tuple[Path, ...]
+    listen: str = DEFAULT_LISTEN
+    advertise: str | None = None
+    tls: ListenTLS = field(default_factory=ListenTLS)
+    match: MatchMode = MatchMode.DEFAULT
+    ignores: tuple[str, ...] = ()
+    allow_repeats: bool = False
+    speed: float = 0.0  # 0: as fast as causal order allows; 1: recorded pace; N: N times faster
+    causal_timeout: float = CAUSAL_TIMEOUT_S
+    shift_timestamps: bool = True
+
+
+class _Progress:
+    """Which recorded calls the replay has reached, so streamed messages can wait for their causes."""
+
+    def __init__(self) -> None:
+        self.started: set[str] = set()
+        self.peers: set[str] = set()
+        self._changed = asyncio.Event()
+
+    def mark(self, script: Script) -> None:
+        self.started.add(script.key)
+        if script.peer:
+            self.peers.add(script.peer)
+        self._changed.set()
+
+    async def wait(self, keys: list[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not all(k in self.started for k in keys):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+
+class ReplayHandler(grpc.GenericRpcHandler):
+    def __init__(self, library: Library, config: ReplayConfig, advertise: str) -> None:
+        self._library = library
+        self._config = config
+        self._registry = Registry.default()
+        self.report = ReplayReport(cassettes=[str(p) for p in config.cassettes])
+        self.matcher = Matcher(
+            registry_for=library.registry_for,
+            kind_of=self._kind,
+            mode=config.match,
+            ignores=config.ignores,
+            allow_repeats=config.allow_repeats,
+        )
+        self.matcher.add(library.scripts)
+        shift = (time.time_ns() - library.created_unix_ns) // 1_000_000_000 if config.shift_timestamps else 0
+        self._rewriters = {
+            source: ResponseRewriter(registry, advertise=advertise, shift_seconds=max(0, shift))
+            for source, registry in library.registries.items()
+        }
+        self._progress = _Progress()
+        self._causes = self._causal_dependencies(library.scripts)
+        self._tunnels_used: set[str] = set()
+        self._exporters: list[MockExporter] = []
+        self._started_ns = time.monotonic_ns()
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def _kind(self, method: str) -> StreamKind:
+        info = self._registry.method(method)
+        return info.kind if info is not None else StreamKind.BIDI_STREAMING
+
+    @staticmethod
+    def _causal_dependencies(scripts: list[Script]) -> dict[tuple[str, int], list[tuple[str, str]]]:
+        """For each streamed response: the (peer, script key) of calls by other peers that started before it.
+
+        Only the latest such call per peer is kept: once it has been reached, the ones before it were too.
+        """
+        ordered = sorted(scripts, key=lambda s: s.start_seq)
+        causes: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for script in scripts:
+            for index, response in enumerate(script.responses):
+                latest: dict[str, str] = {}
+                for other in ordered:
+                    if other.start_seq >= response.seq:
+                        break
+                    if other.peer and other.peer != script.peer and other.start_seq > script.start_seq:
+                        latest[other.peer] = other.key
+                if latest:
+                    causes[(script.key, index)] = list(latest.items())
+        return causes
+
+    # ------------------------------------------------------------------------------------------ dispatch
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self._kind(method)
+
+        async def handler(request: object, context: grpc.aio.ServicerContext) -> Any:
+            if method == ROUTER_STREAM:
+                return await self._tunnel(context)
+            return await self._serve(method, kind, request if isinstance(request, bytes) else None, context)
+
+        match kind:
+            case StreamKind.UNARY:
+                return grpc.unary_unary_rpc_method_handler(handler)
+            case StreamKind.SERVER_STREAMING:
+                return grpc.unary_stream_rpc_method_handler(handler)
+            case StreamKind.CLIENT_STREAMING:
+                return grpc.stream_unary_rpc_method_handler(handler)
+            case _:
+                return grpc.stream_stream_rpc_method_handler(handler)
+
+    def _miss(self, method: str, explanation: str) -> None:
+        log.warning("%s", explanation)
+        self.report.missed.append(Miss(method=method, reason=explanation, at_s=self._elapsed()))
+
+    def _elapsed(self) -> float:
+        return (time.monotonic_ns() - self._started_ns) / 1e9
+
+    async def _serve(
+        self, method: str, kind: StreamKind, first: bytes | None, context: grpc.aio.ServicerContext
+    ) -> bytes | None:
+        outcome = self.matcher.match(method, first)
+        if outcome.script is None:
+            self._miss(method, outcome.explanation)
+            await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)
+            return None
+        script = outcome.script
+        self._progress.mark(script)
+        rewriter = self._rewriters.get(script.key.split("#", 1)[0])
+
+        def rewrite(data: bytes) -> bytes:
+            return rewriter.rewrite(method, data) if rewriter is not None else data
+
+        started = time.monotonic()
+
+        async def before_response(index: int) -> None:
+            await self._pace(script, index, started)
+            causes = self._causes.get((script.key, index))
+            if not causes:
+                return
+            wanted = [key for peer, key in causes if peer in self._progress.peers]
+            if wanted and not await self._progress.wait(wanted, self._config.causal_timeout):
+                reason = (
+                    f"jsreplay: {script.key} message {index} waited {self._config.causal_timeout:g}s for "
+                    f"{', '.join(wanted)}, which never came; sent anyway"
+                )
+                log.warning("%s", reason)
+                self.report.causal_timeouts.append(reason)
+
+        return await play(script, kind, context, first_request=first, rewrite=rewrite, before_response=before_response)
+
+    async def _pace(self, script: Script, index: int, started: float) -> None:
+        """With --speed N > 0: send each response when it was sent in the recording, N times faster."""
+        if self._config.speed <= 0:
+            return
+        due = started + script.responses[index].t_ns / 1e9 / self._config.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------------------------------ tunnels
+
+    async def _tunnel(self, context: grpc.aio.ServicerContext) -> None:
+        metadata = dict((k.lower(), v) for k, v in (context.invocation_metadata() or ()))
+        auth = metadata.get("authorization", "")
+        token = auth.partition(" ")[2].strip() if isinstance(auth, str) else ""
+        tunnel = self._library.tunnels.get(token)
+        if tunnel is None:
+            known = len(self._library.tunnels)
+            explanation = (
+                f"jsreplay: no recorded router stream presents this token ({known} recorded); "
+                "router tokens come from replayed Dial/Listen responses"
+            )
+            self._miss(ROUTER_STREAM, explanation)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, explanation)
+            return
+        self._tunnels_used.add(tunnel.stream.key)
+        self._progress.mark(tunnel.stream)
+        exporter = MockExporter(
+            tunnel.inner,
+            tunnel.registry,
+            mode=self._config.match,
+            ignores=self._config.ignores,
+            allow_repeats=self._config.allow_repeats,
+            on_miss=self._miss,
+        )
+        self._exporters.append(exporter)
+        port = await exporter.start()
+        try:
+            await self._pipe(context, tunnel, port)
+        finally:
+            self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
+            await exporter.stop()
+
+    async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        registry = self._registry
+        request_type = registry.message_class(_FRAME_REQUEST)
+        response_type = registry.message_class(_FRAME_RESPONSE)
+
+        async def send(data: bytes) -> None:
+            await context.write(response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString())
+
+        outbound = asyncio.create_task(pump_socket_to_frames(reader, send))
+        try:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    break
+                frame = request_type.FromString(message)
+                if frame.frame_type == RouterFrameType.DATA:
+                    writer.write(frame.payload)
+                    await writer.drain()
+                elif frame.frame_type == RouterFrameType.GOAWAY:
+                    break
+            if writer.can_write_eof():
+                writer.write_eof()
+            await outbound
+            await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
+        except (ConnectionError, OSError) as err:
+            log.debug("tunnel %s: mock exporter connection ended: %s", tunnel.stream.key, err)
+        finally:
+            outbound.cancel()
+            writer.close()
+
+    # ------------------------------------------------------------------------------------------ report
+
+    def finish_report(self) -> ReplayReport:
+        report = self.report
+        report.used = [(s.key, s.method, used) for s, used in self.matcher.scripts() if used]
+        report.unused = [(s.key, s.method) for s, used in self.matcher.scripts() if not used]
+        report.tunnels_used = sorted(self._tunnels_used)
+        report.tunnels_unused = sorted(
+            t.stream.key for t in self._library.tunnels.values() if t.stream.key not in self._tunnels_used
+        )
+        return report
+
+
+class ReplayServer:
+    def __init__(self, config: ReplayConfig) -> None:
+        self.config = config
+        self._library = load_library(list(config.cassettes))
+        self._server: grpc.aio.Server | None = None
+        self._bound: BoundServer | None = None
+        self.handler: ReplayHandler | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self._bound is None:
+            raise RuntimeError("the replay server is not started")
+        return self._bound.endpoint
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self._bound.ca_pem if self._bound else None
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self._bound.ca_file if self._bound else None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        bound = bind(server, self.config.listen, self.config.tls, advertise=self.config.advertise)
+        self.handler = ReplayHandler(self._library, self.config, bound.endpoint)
+        server.add_generic_rpc_handlers((self.handler,))
+        await server.start()
+        self._server, self._bound = server, bound
+
+    async def stop(self, grace: float = 1.0) -> ReplayReport:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._bound is not None:
+            self._bound.cleanup()
+        if self.handler is None:
+            return ReplayReport(cassettes=[str(p) for p in self.config.cassettes])
+        return self.handler.finish_report()
+
+    @property
+    def report(self) -> ReplayReport:
+        if self.handler is None:
+            raise RuntimeError("the replay server is not started")
+        return self.handler.finish_report()
+
+
+@asynccontextmanager
+async def replay(
+    *cassettes: str | Path,
+    listen: str = DEFAULT_LISTEN,
+    tls: ListenTLS | None = None,
+    match: MatchMode | str = MatchMode.DEFAULT,
+    ignores: Iterable[str] = (),
+    allow_repeats: bool = False,
+    causal_timeout: float = CAUSAL_TIMEOUT_S,
+) -> AsyncIterator[ReplayServer]:
+    """Serve cassettes for the duration of the block::
+
+    async with jsreplay.replay("cassettes/power.msgpack") as server:
+        ...  # point a client at server.endpoint, trusting server.ca_pem
+    """
+    server = ReplayServer(
+        ReplayConfig(
+            cassettes=tuple(Path(c) for c in cassettes),
+            listen=listen,
+            tls=tls or ListenTLS(),
+            match=MatchMode(match),
+            ignores=tuple(ignores),
+            allow_repeats=allow_repeats,
+            causal_timeout=causal_timeout,
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
