@@ -52,9 +52,10 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from jsreplay.cli import record
+    from jsreplay.cli import record, replay
 
     cli.add_command(record.record_command)
+    cli.add_command(replay.replay_command)
     __import__("jsreplay.cli.show", fromlist=["register"]).register(cli)  # show, diff, textconv
 
 

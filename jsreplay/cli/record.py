@@ -45,7 +45,7 @@ async def _warn_if_unreachable(upstream: str) -> None:
         )
 
 
-async def _run(config: RecordConfig) -> RecordingProxy:
+async def run_until_stopped(config: RecordConfig) -> RecordingProxy:
     proxy = RecordingProxy(config)
     await proxy.start()
     trust = "plaintext" if config.tls.plaintext else f"CA file {proxy.ca_file}"
@@ -149,7 +149,7 @@ def record_command(
     )
     if no_redact:
         click.echo("jsreplay: warning: --no-redact: tokens and keys will be stored in the cassette", err=True)
-    proxy = asyncio.run(_run(config))
+    proxy = asyncio.run(run_until_stopped(config))
     stats = proxy.stats
     click.echo(
         f"jsreplay record: {stats.calls} calls ({stats.failed_calls} failed), {stats.events} events, "

@@ -97,7 +97,6 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self._progress = _Progress()
         self._causes = self._causal_dependencies(library.scripts)
         self._tunnels_used: set[str] = set()
-        self._exporters: list[MockExporter] = []
         self._started_ns = time.monotonic_ns()
 
     # ------------------------------------------------------------------------------------------ setup
@@ -202,8 +201,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
         metadata = dict((k.lower(), v) for k, v in (context.invocation_metadata() or ()))
         auth = metadata.get("authorization", "")
         token = auth.partition(" ")[2].strip() if isinstance(auth, str) else ""
-        tunnel = self._library.tunnels.get(token)
-        if tunnel is None:
+        own = self._library.tunnels.get(token)
+        if own is None:
             known = len(self._library.tunnels)
             explanation = (
                 f"jsreplay: no recorded router stream presents this token ({known} recorded); "
@@ -212,8 +211,19 @@ class ReplayHandler(grpc.GenericRpcHandler):
             self._miss(ROUTER_STREAM, explanation)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, explanation)
             return
-        self._tunnels_used.add(tunnel.stream.key)
-        self._progress.mark(tunnel.stream)
+        self._progress.mark(own.stream)
+        request_type = self._registry.message_class(_FRAME_REQUEST)
+        response_type = self._registry.message_class(_FRAME_RESPONSE)
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            self._tunnels_used.add(own.stream.key)
+            return
+        frame = request_type.FromString(first)
+        if frame.frame_type != RouterFrameType.DATA:  # a probe that only says GOAWAY: answer in kind
+            self._tunnels_used.add(own.stream.key)
+            await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
+            return
+        tunnel = self._assign_tunnel(own)
         exporter = MockExporter(
             tunnel.inner,
             tunnel.registry,
@@ -222,25 +232,44 @@ class ReplayHandler(grpc.GenericRpcHandler):
             allow_repeats=self._config.allow_repeats,
             on_miss=self._miss,
         )
-        self._exporters.append(exporter)
         port = await exporter.start()
         try:
-            await self._pipe(context, tunnel, port)
+            await self._pipe(context, tunnel, port, frame.payload)
         finally:
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
             await exporter.stop()
 
-    async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int) -> None:
+    def _assign_tunnel(self, own: Tunnel) -> Tunnel:
+        """The recorded tunnel whose inner calls a new HTTP/2 tunnel gets.
+
+        Tokens only pair the two ends; which Dial's token ends up carrying the real session races (connect() Dials
+        twice, for a probe and for the session). So a tunnel that speaks HTTP/2 gets its own token's recording if
+        that carried calls, else the first unused recording that did, in recorded order.
+        """
+        if own.inner and own.stream.key not in self._tunnels_used:
+            chosen = own
+        else:
+            candidates = sorted(
+                (t for t in self._library.tunnels.values() if t.inner and t.stream.key not in self._tunnels_used),
+                key=lambda t: t.stream.start_seq,
+            )
+            chosen = candidates[0] if candidates else own
+        self._tunnels_used.add(chosen.stream.key)
+        self._tunnels_used.add(own.stream.key)
+        return chosen
+
+    async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int, first: bytes) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        registry = self._registry
-        request_type = registry.message_class(_FRAME_REQUEST)
-        response_type = registry.message_class(_FRAME_RESPONSE)
+        request_type = self._registry.message_class(_FRAME_REQUEST)
+        response_type = self._registry.message_class(_FRAME_RESPONSE)
 
         async def send(data: bytes) -> None:
             await context.write(response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString())
 
         outbound = asyncio.create_task(pump_socket_to_frames(reader, send))
         try:
+            writer.write(first)
+            await writer.drain()
             while True:
                 message = await context.read()
                 if message is grpc.aio.EOF:

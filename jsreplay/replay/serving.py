@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ import grpc
 
 from jsreplay.protocol.registry import StreamKind
 from jsreplay.replay.script import Script
+
+log = logging.getLogger("jsreplay.replay")
 
 # Headers gRPC sets itself; sending them as metadata would be refused or duplicated.
 _RESERVED = frozenset({"content-type", "grpc-encoding", "grpc-accept-encoding", "user-agent", "te"})
@@ -38,6 +41,8 @@ class RequestCounter:
                 if on_message is not None:
                     await on_message(message)
                 self._changed.set()
+        except Exception as err:  # the call ended (aborted, cancelled, finished) while we were reading
+            log.debug("request reader stopped: %r", err)
         finally:
             self.ended = True
             self._changed.set()

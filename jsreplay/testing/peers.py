@@ -191,6 +191,32 @@ class ScenarioResult:
         }
 
 
+def client_config(
+    endpoint: str,
+    token: str,
+    ca_pem: bytes | None,
+    *,
+    name: str,
+    namespace: str = "default",
+    insecure: bool = False,
+    grpc_options: Mapping[str, str | int] | None = None,
+    timeout: float = 60.0,
+) -> ClientConfigV1Alpha1:
+    """A real client config for `endpoint`, allowing the power, network and core driver clients."""
+    return ClientConfigV1Alpha1(
+        alias="jsreplay",
+        metadata=ObjectMeta(namespace=namespace, name=name),
+        endpoint=endpoint,
+        token=token,
+        tls=_tls_config(ca_pem, insecure),
+        grpcOptions=dict(grpc_options or {}),
+        drivers=ClientConfigV1Alpha1Drivers(allow=_ALLOWED_DRIVER_CLIENTS, unsafe=False),
+        leases=ClientConfigV1Alpha1Lease(
+            acquisition_timeout=max(5, int(timeout)), dial_timeout=min(30.0, timeout), retry_timeout=0
+        ),
+    )
+
+
 async def run_client_scenario(
     endpoint: str,
     token: str,
@@ -210,17 +236,15 @@ async def run_client_scenario(
     Raises TimeoutError after `timeout` seconds (the worker thread is then abandoned; the client's own
     timeouts end it eventually).
     """
-    config = ClientConfigV1Alpha1(
-        alias="jsreplay",
-        metadata=ObjectMeta(namespace=namespace, name=name),
-        endpoint=endpoint,
-        token=token,
-        tls=_tls_config(ca_pem, insecure),
-        grpcOptions=dict(grpc_options or {}),
-        drivers=ClientConfigV1Alpha1Drivers(allow=_ALLOWED_DRIVER_CLIENTS, unsafe=False),
-        leases=ClientConfigV1Alpha1Lease(
-            acquisition_timeout=max(5, int(timeout)), dial_timeout=min(30.0, timeout), retry_timeout=0
-        ),
+    config = client_config(
+        endpoint,
+        token,
+        ca_pem,
+        name=name,
+        namespace=namespace,
+        insecure=insecure,
+        grpc_options=grpc_options,
+        timeout=timeout,
     )
     with anyio.fail_after(timeout):
         return await anyio.to_thread.run_sync(

@@ -1,0 +1,197 @@
+"""`jsreplay replay`: serve cassettes as controller, client service, router and exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
+from jsreplay.cli.progress import StatusLine
+from jsreplay.cli.record import listen_tls_options
+from jsreplay.cli.record import run_until_stopped as run_recorder
+from jsreplay.record import RecordConfig, UpstreamTrust
+from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
+from jsreplay.serving import ListenTLS
+
+MODES = ("none", "once", "all")
+
+
+async def _serve(config: ReplayConfig, exec_command: str | None) -> tuple[ReplayReport, int | None]:
+    server = ReplayServer(config)
+    await server.start()
+    trust = "plaintext" if config.tls.plaintext else f"CA file {server.ca_file}"
+    names = ", ".join(str(c) for c in config.cassettes)
+    click.echo(f"jsreplay replay: listening on {server.endpoint} ({trust}), serving {names}")
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    child: asyncio.subprocess.Process | None = None
+    if exec_command is not None:
+        env = dict(os.environ)
+        env["JSREPLAY_ENDPOINT"] = server.endpoint
+        if server.ca_file is not None:
+            env["JSREPLAY_CA_FILE"] = str(server.ca_file)
+        child = await asyncio.create_subprocess_shell(exec_command, env=env)
+    status = StatusLine()
+    exit_code: int | None = None
+    try:
+        while not stop.is_set():
+            if child is not None and child.returncode is not None:
+                exit_code = child.returncode
+                break
+            assert server.handler is not None
+            report = server.handler.report
+            served = sum(n for _, n in server.handler.matcher.scripts())
+            status.show(f"{served} calls served, {len(report.missed)} missed")
+            try:
+                await asyncio.wait_for(stop.wait(), 0.2)
+            except TimeoutError:
+                pass
+    finally:
+        status.clear()
+        if child is not None and child.returncode is None:
+            child.terminate()
+            try:
+                exit_code = await asyncio.wait_for(child.wait(), 10)
+            except TimeoutError:
+                child.kill()
+                exit_code = await child.wait()
+        report = await server.stop()
+    return report, exit_code
+
+
+@click.command("replay")
+@click.argument("cassettes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="Where to listen.")
+@click.option("--advertise", metavar="HOST:PORT", help="Address peers use to reach the server (router endpoints).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Listening cert.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
+@click.option("--ca-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the CA peers should trust.")
+@click.option("--plaintext", is_flag=True, help="No TLS.")
+@click.option(
+    "--match",
+    type=click.Choice([m.value for m in MatchMode]),
+    default="default",
+    show_default=True,
+    help="default: decoded request minus volatile fields; strict: every byte; order: method and order only.",
+)
+@click.option("--ignore", "ignores", multiple=True, metavar="FIELD_PATH", help="Also ignore this field when matching.")
+@click.option("--allow-repeats", is_flag=True, help="Serve a recording again once the matching ones are used up.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="0: as fast as causal order allows; 1: the recorded pace; N: N times faster.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="none",
+    show_default=True,
+    help="none: replay only; once: record from --upstream if the cassette does not exist; all: always re-record.",
+)
+@click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once/all.")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its CA.")
+@click.option("--upstream-insecure", is_flag=True, help="Trust whatever certificate the upstream presents.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report.")
+@click.option(
+    "--exec",
+    "exec_command",
+    metavar="COMMAND",
+    help="Run COMMAND (with JSREPLAY_ENDPOINT and JSREPLAY_CA_FILE set) and stop when it ends.",
+)
+def replay_command(
+    cassettes: tuple[Path, ...],
+    listen: str,
+    advertise: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_out: Path | None,
+    plaintext: bool,
+    match: str,
+    ignores: tuple[str, ...],
+    allow_repeats: bool,
+    speed: float,
+    mode: str,
+    upstream: str | None,
+    upstream_ca: Path | None,
+    upstream_insecure: bool,
+    report_file: Path | None,
+    exec_command: str | None,
+) -> None:
+    """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
+
+    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error.
+    """
+    tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
+    record = mode == "all" or (mode == "once" and not all(c.exists() for c in cassettes))
+    if mode != "none" and upstream is None:
+        raise click.UsageError(f"--mode {mode} records from an upstream: give --upstream HOST:PORT")
+    if record:
+        if len(cassettes) != 1:
+            raise click.UsageError(f"--mode {mode} records into one cassette; {len(cassettes)} given")
+        assert upstream is not None
+        _record_instead(cassettes[0], upstream, upstream_ca, upstream_insecure, listen, advertise, tls, mode)
+        return
+    missing = [str(c) for c in cassettes if not c.exists()]
+    if missing:
+        raise click.UsageError(f"no such cassette: {', '.join(missing)} (--mode once records it from --upstream)")
+    config = ReplayConfig(
+        cassettes=cassettes,
+        listen=listen,
+        advertise=advertise,
+        tls=tls,
+        match=MatchMode(match),
+        ignores=ignores,
+        allow_repeats=allow_repeats,
+        speed=speed,
+    )
+    report, child_code = asyncio.run(_serve(config, exec_command))
+    if report_file is not None:
+        report.write(report_file)
+    click.echo(f"jsreplay replay: {report.summary()}", err=True)
+    for miss in report.missed:
+        click.echo(f"jsreplay: miss: {miss.reason}", err=True)
+    if child_code:
+        click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
+        raise SystemExit(EXIT_DIFFERENT)
+    raise SystemExit(EXIT_DIFFERENT if report.missed else EXIT_OK)
+
+
+def _record_instead(
+    cassette: Path,
+    upstream: str,
+    upstream_ca: Path | None,
+    upstream_insecure: bool,
+    listen: str,
+    advertise: str | None,
+    tls: ListenTLS,
+    mode: str,
+) -> None:
+    if upstream_ca is not None and upstream_insecure:
+        raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
+    click.echo(f"jsreplay replay: --mode {mode}: recording {cassette} from {upstream}", err=True)
+    config = RecordConfig(
+        upstream=upstream,
+        cassette=cassette,
+        listen=listen,
+        advertise=advertise,
+        upstream_trust=UpstreamTrust(
+            ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure
+        ),
+        tls=tls,
+        overwrite=mode == "all",
+    )
+    proxy = asyncio.run(run_recorder(config))
+    if proxy.error:
+        click.echo(f"jsreplay: error: {proxy.error}", err=True)
+        raise SystemExit(EXIT_ERROR)
