@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -137,8 +137,17 @@ def test_cli_exec_report_and_exit_codes(recorded: RecordedRun, tmp_path: Path) -
     script.write_text(CLIENT_SCRIPT)
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "jsreplay", "replay", str(recorded.cassette), "--report", str(report)]
-        + ["--exec", f"{sys.executable} {script}"],
+        [
+            sys.executable,
+            "-m",
+            "jsreplay",
+            "replay",
+            str(recorded.cassette),
+            "--report",
+            str(report),
+            "--exec",
+            f"{sys.executable} {script}",
+        ],
         capture_output=True,
         text=True,
         timeout=90,
