@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -11,6 +15,46 @@ from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.show import gc_paused, load_view, write_json, write_output
 from jsreplay.inspect.diff import DiffOptions, diff_views, render_text, report_to_json
+from jsreplay.inspect.view import CassetteView
+
+# Cassettes at least this big (together) are loaded side by side, the new one in a forked process.
+PARALLEL_LOAD_BYTES = 16 << 20
+
+
+def _load_for_diff(path: Path) -> CassetteView | None:
+    """Load in the forked process; None when it fails (the parent then loads it itself and reports why)."""
+    try:
+        with gc_paused():
+            view = load_view(path, status=StatusLine(stream=io.StringIO()))
+    except Exception:
+        return None
+    # Less to send back: diff compares tunnels by their inner calls, not by the router's frames, and needs a
+    # decoded message's bytes only to re-read its unknown fields with the other cassette's schema.
+    for call in view.calls:
+        if call.stream is not None:
+            call.requests, call.responses = [], []
+        for inner in call.inner or ():
+            for message in (*inner.requests, *inner.responses):
+                if message.value is not None and not message.unknown_paths:
+                    message.data = b""
+    return view
+
+
+def _load_both(old: Path, new: Path, status: StatusLine) -> tuple[CassetteView, CassetteView]:
+    """Both cassettes, decoded. Big ones load in parallel: decoding is CPU-bound Python, and forking before
+    anything is loaded keeps the child cheap (only its result travels back, pickled)."""
+    try:
+        big = old.stat().st_size + new.stat().st_size >= PARALLEL_LOAD_BYTES
+    except OSError:
+        big = False  # load_view reports the missing file
+    if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return load_view(old, status=status), load_view(new, status=status)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending = pool.submit(_load_for_diff, new)
+        old_view = load_view(old, status=status)
+        status.show(f"{new.name}: decoding", force=True)
+        new_view = pending.result()
+    return old_view, new_view if new_view is not None else load_view(new, status=status)
 
 
 @click.command("diff")
@@ -55,8 +99,7 @@ def diff_command(
     status = StatusLine()
     options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
     with gc_paused():
-        old_view = load_view(old, status=status)
-        new_view = load_view(new, status=status)
+        old_view, new_view = _load_both(old, new, status)
         status.show("comparing", force=True)
         try:
             report = diff_views(old_view, new_view, options)

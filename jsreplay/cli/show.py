@@ -124,7 +124,8 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
     Unknown fields (a peer newer than the cassette's schema) appear by number, marked "unknown field".
     """
     with gc_paused():
-        view = load_view(cassette, decode=not raw, tunnels=not no_tunnel)
+        # The diagram shows calls and outcomes, not message contents: skip decoding them.
+        view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel)
         options = ShowOptions(methods=methods, raw=raw)
         if fmt == "json":
             write_json(view_to_json(view, str(cassette), options))

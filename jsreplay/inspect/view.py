@@ -190,6 +190,16 @@ class CassetteView:
     events: int = 0
     truncated_at: int | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A registry holds C descriptor pools, which don't pickle; it is rebuilt from the header's schema.
+        state = dict(self.__dict__)
+        del state["registry"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.registry = Registry.for_descriptor_set(self.header.descriptor_set)
+
     def find(self, call_id: int) -> ViewCall | None:
         for call in self.calls:
             if call.id == call_id:

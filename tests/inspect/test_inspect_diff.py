@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -471,15 +472,17 @@ def test_an_older_schema_diffs_as_a_schema_change_only(recordings: Recordings, o
 
 
 def test_the_same_bytes_under_an_older_schema_show_as_an_unknown_field(old_schema_cassette: Path) -> None:
-    [get_status] = [
-        c
-        for c in load(old_schema_cassette).calls
-        if c.inner
-        for c in c.inner
-        if c.short_method == "ExporterService/GetStatus"
-    ]
+    view = load(old_schema_cassette)
+    [get_status] = [c for t in view.calls for c in t.inner or [] if c.short_method == "ExporterService/GetStatus"]
     assert get_status.responses[0].unknown_paths == ["#4"]
     assert "previous_status" not in (get_status.responses[0].value or {})
+    text = run_cli("show", "--method", "*GetStatus", old_schema_cassette)
+    assert text.exit_code == EXIT_OK
+    field = Registry.default().descriptor("jumpstarter.v1.GetStatusResponse").fields_by_name["previous_status"]
+    available = field.enum_type.values_by_name["EXPORTER_STATUS_AVAILABLE"].number
+    assert re.search(rf"#4: unknown field: {available} \(varint\)", text.stdout)
+    document = run_cli("show", "--format", "json", old_schema_cassette).json()
+    jsonschema.validate(document, json_schema("show.schema.json"))
 
 
 # ---------------------------------------------------------------------------------------------------- errors

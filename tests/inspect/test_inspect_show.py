@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from conftest import Recordings
 from inspect_support import call_ids, edit, json_schema, load, run_cli
 
 from jsreplay.cassette.model import Cassette, ServerMessage
+from jsreplay.cli.progress import StatusLine
+from jsreplay.cli.show import load_view
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
 
 pytestmark = pytest.mark.e2e  # the recordings come from the real client and exporter
@@ -231,3 +234,20 @@ def test_textconv_of_two_runs_differs_only_where_a_race_shows(recordings: Record
             if line[:1] in "+-" and line[:3] not in ("+++", "---")
         ]
         assert {line[1:].strip() for line in changed} <= {"- OK", "- CANCELLED", "< {}"}, changed
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_and_silence_elsewhere(recordings: Recordings) -> None:
+    terminal = _Terminal()
+    view = load_view(recordings.baseline, status=StatusLine(stream=terminal, interval=0))
+    assert view.calls
+    written = terminal.getvalue()
+    assert "decoding calls" in written and "decoding tunnels" in written
+    assert written.endswith("\r\x1b[K")  # the status line is cleared before any output
+    pipe = io.StringIO()
+    load_view(recordings.baseline, status=StatusLine(stream=pipe, interval=0))
+    assert pipe.getvalue() == ""
