@@ -80,7 +80,6 @@ class DiffReport:
     options: DiffOptions
     old_calls: int
     new_calls: int
-    compared_units: int = 0
 
     @property
     def equivalent(self) -> bool:
@@ -212,7 +211,6 @@ class _Comparer:
         self.options = options
         self.old_builder = UnitBuilder(self._normalizer(old))
         self.new_builder = UnitBuilder(self._normalizer(new))
-        self.compared = 0
 
     def _normalizer(self, view: CassetteView) -> Normalizer:
         drivers = cassette_drivers(view) if self.options.defaults else {}
@@ -251,7 +249,7 @@ class _Comparer:
                 )
                 retyped = self.retype(other, group.method)
                 for a, b in zip(group.units, retyped, strict=True):
-                    out.extend(self.units(a, b, prefix, outer, compare_method=False))
+                    out.extend(self.units(a, b, prefix, outer))
                 continue
             for unit in group.units:
                 out.append(self.removed(unit, prefix, outer))
@@ -318,10 +316,7 @@ class _Comparer:
                 if id(candidate) in taken or candidate.role != group.role or len(candidate.units) != len(group.units):
                     continue
                 retyped = self.retype(candidate, group.method)
-                cost = sum(
-                    len(self.units(a, b, "", (None, None), compare_method=False))
-                    for a, b in zip(group.units, retyped, strict=True)
-                )
+                cost = sum(len(self.units(a, b, "", (None, None))) for a, b in zip(group.units, retyped, strict=True))
                 if cost <= GAP_COST * len(group.units):
                     found[id(group)] = candidate
                     taken.add(id(candidate))
@@ -335,9 +330,11 @@ class _Comparer:
         units = []
         for unit in group.units:
             calls = [self._retyped_call(c, method, registry, info) for c in unit.calls]
-            rebuilt = self.new_builder.unit(calls[0]) if calls[0].inner is None else unit
-            rebuilt.calls = calls
-            rebuilt.index = unit.index
+            if calls[0].inner is None:
+                rebuilt = self.new_builder.unit(calls[0])
+                rebuilt.calls, rebuilt.index = calls, unit.index
+            else:
+                rebuilt = dataclasses.replace(unit, calls=calls)
             units.append(rebuilt)
         return units
 
@@ -373,13 +370,11 @@ class _Comparer:
         new: Unit,
         prefix: str,
         outer: tuple[int | None, int | None],
-        *,
-        compare_method: bool = True,
     ) -> list[Difference]:
+        """The differences between two corresponding calls (their methods aside: see `renames`)."""
         path = self._path(old, prefix)
         ids = (self._outer_id(old, outer, old=True), self._outer_id(new, outer, old=False))
         out: list[Difference] = []
-        self.compared += 1
         if old.sig != new.sig:
             if old.first.inner is not None and new.first.inner is not None:
                 inner_old = self.old_builder.groups(old.first.inner)
@@ -506,7 +501,6 @@ def diff_views(old: CassetteView, new: CassetteView, options: DiffOptions | None
         options=options,
         old_calls=len(old.calls),
         new_calls=len(new.calls),
-        compared_units=comparer.compared,
     )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -497,3 +500,27 @@ def test_errors_exit_2_with_one_line(recordings: Recordings, tmp_path: Path) -> 
         assert result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("jsreplay: error: ")
     assert run_cli("diff", "--timing-threshold", "-5", recordings.baseline, recordings.baseline).exit_code == EXIT_ERROR
+
+
+def test_big_cassettes_load_side_by_side_with_the_same_result(recordings: Recordings, tmp_path: Path) -> None:
+    # Run in a fresh interpreter with the size threshold at 0: forking this test process (which ran gRPC
+    # threads while recording) is not something to do.
+    script = (
+        "import sys, jsreplay.cli.diff as d; d.PARALLEL_LOAD_BYTES = 0; "
+        "sys.argv = ['jsreplay', *sys.argv[1:]]; from jsreplay.cli import main; main()"
+    )
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", script, *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    result = run("diff", "--format", "json", recordings.baseline, recordings.driver_changed)
+    assert result.returncode == EXIT_DIFFERENT, result.stderr
+    assert [d["path"] for d in json.loads(result.stdout)["differences"]] == [
+        "RouterService/Stream[0] > ExporterService/StreamingDriverCall[0].responses[1].result.voltage"
+    ]
+    garbage = tmp_path / "garbage.msgpack"
+    garbage.write_bytes(b"\x89JSR\r\n\x1a\n" + b"\xc1" * 32)
+    result = run("diff", recordings.baseline, garbage)
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.startswith("jsreplay: error: ") and len(result.stderr.strip().splitlines()) == 1
