@@ -27,7 +27,7 @@ log = logging.getLogger("jsreplay.replay")
 class MockExporter(grpc.GenericRpcHandler):
     def __init__(
         self,
-        scripts: list[Script],
+        scripts: Callable[[], list[Script]],
         registry: Registry,
         *,
         mode: MatchMode,
@@ -44,7 +44,10 @@ class MockExporter(grpc.GenericRpcHandler):
             ignores=ignores,
             allow_repeats=allow_repeats,
         )
-        self.matcher.add(scripts)
+        # Resolved at the first inner call, not before: a tunnel that never makes one (connect()'s readiness
+        # probe opens the HTTP/2 connection and drops it) must not claim a recording.
+        self._scripts = scripts
+        self._resolved = False
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -58,6 +61,9 @@ class MockExporter(grpc.GenericRpcHandler):
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
             first = request if isinstance(request, bytes) else None
+            if not self._resolved:
+                self._resolved = True
+                self.matcher.add(self._scripts())
             outcome = self.matcher.match(method, first)
             if outcome.script is None:
                 self._on_miss(method, outcome.explanation)

@@ -97,6 +97,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self._progress = _Progress()
         self._causes = self._causal_dependencies(library.scripts)
         self._tunnels_used: set[str] = set()
+        self._claimed: set[str] = set()  # recorded tunnels whose inner calls a live tunnel is serving
         self._started_ns = time.monotonic_ns()
 
     # ------------------------------------------------------------------------------------------ setup
@@ -223,10 +224,10 @@ class ReplayHandler(grpc.GenericRpcHandler):
             self._tunnels_used.add(own.stream.key)
             await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
             return
-        tunnel = self._assign_tunnel(own)
+        self._tunnels_used.add(own.stream.key)
         exporter = MockExporter(
-            tunnel.inner,
-            tunnel.registry,
+            lambda: self._assign_tunnel(own).inner,
+            own.registry,
             mode=self._config.match,
             ignores=self._config.ignores,
             allow_repeats=self._config.allow_repeats,
@@ -234,7 +235,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         )
         port = await exporter.start()
         try:
-            await self._pipe(context, tunnel, port, frame.payload)
+            await self._pipe(context, own, port, frame.payload)
         finally:
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
             await exporter.stop()
@@ -246,16 +247,16 @@ class ReplayHandler(grpc.GenericRpcHandler):
         twice, for a probe and for the session). So a tunnel that speaks HTTP/2 gets its own token's recording if
         that carried calls, else the first unused recording that did, in recorded order.
         """
-        if own.inner and own.stream.key not in self._tunnels_used:
+        if own.inner and own.stream.key not in self._claimed:
             chosen = own
         else:
             candidates = sorted(
-                (t for t in self._library.tunnels.values() if t.inner and t.stream.key not in self._tunnels_used),
+                (t for t in self._library.tunnels.values() if t.inner and t.stream.key not in self._claimed),
                 key=lambda t: t.stream.start_seq,
             )
             chosen = candidates[0] if candidates else own
+        self._claimed.add(chosen.stream.key)
         self._tunnels_used.add(chosen.stream.key)
-        self._tunnels_used.add(own.stream.key)
         return chosen
 
     async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int, first: bytes) -> None:
