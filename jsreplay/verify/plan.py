@@ -1,0 +1,161 @@
+"""What verify will do, read from one cassette: the exporter's controller calls and the tunnels to drive.
+
+The controller calls come from `jsreplay.replay.library` as replay loads them (scripts), keeping the exporter's
+only: verify plays the controller for one exporter, and the recorded client's calls (CreateLease, Dial...) are
+not for it to answer. Tunnels are keyed by the router token the exporter will present (the recorded, usually
+redacted, value that the replayed Listen response hands it). Each is one of:
+
+- `session`: the recorded tunnel carried an inner HTTP/2 connection; verify acts as the recorded client.
+- `probe`: no inner connection at all (the client's readiness probe, which connects and closes at once);
+  verify accepts the exporter's stream and ends it with a GOAWAY, as the probe did.
+- `skip`: the recording cannot be driven (its frames do not decode); its Listen message is not sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsreplay.cassette.model import Call, Role, metadata_get
+from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.replay.library import Library, load_library
+from jsreplay.replay.script import Script
+from jsreplay.tunnel.calls import InnerCall
+from jsreplay.tunnel.recorded import ROUTER_STREAM, RecordedTunnel, TunnelSide, decode_router_call
+
+CONTROLLER = "/jumpstarter.v1.ControllerService/"
+GET_REPORT = "/jumpstarter.v1.ExporterService/GetReport"
+REGISTER = CONTROLLER + "Register"
+STATUS = CONTROLLER + "Status"
+LISTEN = CONTROLLER + "Listen"
+# What an exporter calls on the controller, for cassettes whose calls carry no jumpstarter-kind metadata.
+EXPORTER_METHODS = frozenset(
+    CONTROLLER + m for m in ("Register", "Unregister", "ReportStatus", "Status", "Listen", "ReleaseLease")
+)
+
+
+class TunnelKind(enum.Enum):
+    SESSION = "session"
+    PROBE = "probe"
+    SKIP = "skip"
+
+
+@dataclass
+class PlannedTunnel:
+    token: str  # the bearer value the exporter will present
+    key: str  # the recording it comes from, e.g. "session.msgpack#12"
+    start_seq: int  # when the tunnel's first end opened, in cassette order
+    kind: TunnelKind
+    calls: list[InnerCall] = field(default_factory=list)  # inner calls with a method, in stream-id order
+    index: int | None = None  # session tunnels: 0, 1, ... in start order (the `[n]` of report paths)
+    reason: str = ""  # why a tunnel is skipped, or how its decoding stopped early
+
+
+@dataclass
+class Plan:
+    cassette: Path
+    library: Library
+    registry: Registry
+    scripts: list[Script]  # the exporter's controller calls
+    tunnels: dict[str, PlannedTunnel]
+    recorded_reports: list[dict[str, Any]]  # decoded driver reports (Register requests, GetReport responses)
+    exporter: str = ""  # "namespace/name" the recording's exporter used, when known
+
+    def tunnel_by_start(self) -> list[PlannedTunnel]:
+        return sorted(self.tunnels.values(), key=lambda t: t.start_seq)
+
+
+def _bearer(value: object) -> str:
+    if not isinstance(value, str):
+        return ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _is_exporters(script: Script) -> bool:
+    if script.peer:
+        return script.peer.startswith("Exporter:")
+    return script.method in EXPORTER_METHODS
+
+
+def _better(current: RecordedTunnel | None, candidate: RecordedTunnel) -> bool:
+    """Prefer the client's end (its requests are what verify sends), then any end with inner calls."""
+    if current is None:
+        return True
+    rank = {TunnelSide.CLIENT: 2, TunnelSide.EXPORTER: 1, TunnelSide.UNKNOWN: 0}
+    return rank[candidate.side] > rank[current.side]
+
+
+def load_plan(cassette: Path) -> Plan:
+    library = load_library([cassette])
+    path, loaded = library.cassettes[0]
+    registry = library.registries[path.name]
+    scripts = [s for s in library.scripts if _is_exporters(s)]
+    decoded: dict[str, tuple[RecordedTunnel, Call]] = {}
+    starts: dict[str, int] = {}
+    reports: list[dict[str, Any]] = []
+    exporter = ""
+    for call in loaded.calls():
+        if call.method != ROUTER_STREAM or call.role is not Role.ROUTER:
+            if call.method == REGISTER:
+                exporter = exporter or _identity(call)
+                for data in call.requests:
+                    reports.extend(_decode_reports(registry, "jumpstarter.v1.RegisterRequest", data))
+            continue
+        token = _bearer(metadata_get(call.start.metadata, "authorization"))
+        starts[token] = min(starts.get(token, call.start.seq), call.start.seq)
+        tunnel = decode_router_call(call, registry)
+        current = decoded.get(token)
+        if _better(current[0] if current else None, tunnel):
+            decoded[token] = (tunnel, call)
+    tunnels: dict[str, PlannedTunnel] = {}
+    for token, (tunnel, call) in decoded.items():
+        key = f"{path.name}#{call.call_id}"
+        calls = [c for c in tunnel.calls if c.method]
+        if tunnel.side is TunnelSide.UNKNOWN:
+            kind = TunnelKind.SKIP if tunnel.error else TunnelKind.PROBE
+        elif not calls:
+            kind = TunnelKind.SKIP
+        else:
+            kind = TunnelKind.SESSION
+        reason = tunnel.error or ("" if kind is not TunnelKind.SKIP else "no inner call decoded")
+        tunnels[token] = PlannedTunnel(
+            token=token, key=key, start_seq=starts[token], kind=kind, calls=calls, reason=reason
+        )
+        for inner in calls:
+            if inner.method == GET_REPORT:
+                for data in inner.responses:
+                    reports.extend(_decode_reports(registry, "jumpstarter.v1.GetReportResponse", data))
+    index = 0
+    for planned in sorted(tunnels.values(), key=lambda t: t.start_seq):
+        if planned.kind is TunnelKind.SESSION:
+            planned.index = index
+            index += 1
+    return Plan(
+        cassette=cassette,
+        library=library,
+        registry=registry,
+        scripts=scripts,
+        tunnels=tunnels,
+        recorded_reports=reports,
+        exporter=exporter,
+    )
+
+
+def _identity(call: Call) -> str:
+    name = metadata_get(call.start.metadata, "jumpstarter-name")
+    namespace = metadata_get(call.start.metadata, "jumpstarter-namespace")
+    if not isinstance(name, str) or not name:
+        return ""
+    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+
+
+def _decode_reports(registry: Registry, type_name: str, data: bytes) -> list[dict[str, Any]]:
+    try:
+        value = registry.decode(type_name, data)
+    except ProtocolError:
+        return []
+    reports = value.get("reports") or []
+    return [r for r in reports if isinstance(r, dict)]
