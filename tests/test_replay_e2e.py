@@ -170,25 +170,54 @@ def test_cli_exec_report_and_exit_codes(recorded: RecordedRun, tmp_path: Path) -
 GET_EXPORTER = "/jumpstarter.client.v1.ClientService/GetExporter"
 
 
-async def get_exporter(endpoint: str, ca_pem: bytes, token: str) -> client_pb2.Exporter:
+async def get_exporter(endpoint: str, ca_pem: bytes, token: str, name: str = "exporter-1") -> client_pb2.Exporter:
     creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     async with grpc.aio.secure_channel(endpoint, creds) as channel:
-        request = client_pb2.GetExporterRequest(name="namespaces/default/exporters/exporter-1")
+        request = client_pb2.GetExporterRequest(name=f"namespaces/default/exporters/{name}")
         raw = await channel.unary_unary(GET_EXPORTER)(
             request.SerializeToString(), metadata=(("authorization", f"Bearer {token}"),), timeout=10
         )
     return client_pb2.Exporter.FromString(raw)
 
 
-async def _through_cli(cassette: Path, mode: str, upstream: list[str], ca_out: Path, token: str) -> tuple[str, object]:
+async def _through_cli(
+    cassette: Path, mode: str, upstream: list[str], ca_out: Path, token: str, names: tuple[str, ...] = ("exporter-1",)
+) -> tuple[str, object]:
     process, endpoint = _start_cli("replay", str(cassette), "--mode", mode, "--ca-out", str(ca_out), *upstream)
     try:
         with anyio.fail_after(20):
-            exporter = await get_exporter(endpoint, ca_out.read_bytes(), token)
+            exporters = [await get_exporter(endpoint, ca_out.read_bytes(), token, name) for name in names]
     finally:
         process.terminate()
         _, err = process.communicate(timeout=20)
-    return err, exporter
+    return err, exporters[0] if len(exporters) == 1 else exporters
+
+
+@pytest.mark.timeout(120)
+async def test_new_episodes_forwards_misses_and_appends_them(tmp_path: Path) -> None:
+    cassette = tmp_path / "episodes.msgpack"
+    ca_out = tmp_path / "server-ca.pem"
+    async with FakeCluster() as cluster:
+        ca_file = tmp_path / "cluster-ca.pem"
+        ca_file.write_bytes(cluster.ca_pem)
+        cluster.new_exporter("exporter-1", {"board": "one"})
+        cluster.new_exporter("exporter-2", {"board": "two"})
+        token = cluster.new_client("alice").token
+        upstream = ["--upstream", cluster.controller_endpoint, "--upstream-ca", str(ca_file)]
+        await _through_cli(cassette, "once", upstream, ca_out, token)
+        assert cluster.call_counts()[GET_EXPORTER] == 1
+        # exporter-1 is in the cassette (served by replay); exporter-2 is not (forwarded, recorded).
+        err, both = await _through_cli(cassette, "new_episodes", upstream, ca_out, token, ("exporter-1", "exporter-2"))
+        assert "1 forwarded to the upstream and recorded" in err, err
+        assert cluster.call_counts()[GET_EXPORTER] == 2
+        assert [dict(e.labels) for e in both] == [{"board": "one"}, {"board": "two"}]  # type: ignore[attr-defined]
+
+    # The cluster is gone: both are replayed from the one cassette now.
+    err, both = await _through_cli(cassette, "none", [], ca_out, "t", ("exporter-1", "exporter-2"))
+    assert "0 missed" in err and [dict(e.labels) for e in both] == [{"board": "one"}, {"board": "two"}]  # type: ignore[attr-defined]
+    events = read_cassette(cassette).events
+    assert [e.seq for e in events] == list(range(len(events)))  # numbering went on where it stopped
+    assert len({e.call_id for e in events}) == 2
 
 
 @pytest.mark.timeout(120)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -265,11 +266,21 @@ def record_to_event(record: Any) -> AnyEvent:
 # ---------------------------------------------------------------------------------------------------- writer
 
 
-class CassetteWriter:
-    """Appends events to a new cassette file, redacting every event before it reaches the disk.
+@dataclass(frozen=True)
+class Resume:
+    """Where a writer's numbering continues: the next call id and sequence number, and the last time offset."""
 
-    The file is created 0600 (cassettes can hold request data even when redacted). Each event is one
-    `os.write`, so what the kernel has is always whole events up to the one in flight.
+    next_call_id: int = 1
+    next_seq: int = 0
+    last_t_ns: int = 0
+
+
+class CassetteWriter:
+    """Appends events to a cassette file, redacting every event before it reaches the disk.
+
+    A new file is created 0600 (cassettes can hold request data even when redacted). Each event is one
+    `os.write`, so what the kernel has is always whole events up to the one in flight. `append_to` continues an
+    existing cassette (replay's `new_episodes` mode).
     """
 
     def __init__(
@@ -280,22 +291,54 @@ class CassetteWriter:
         redactor: Redactor | None,
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
-        self._redactor = redactor
-        self._methods: dict[int, str] = {}
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._fd: int | None = None
+        self._setup(path, redactor)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
         try:
-            self._fd: int | None = os.open(self.path, flags, 0o600)
+            self._fd = os.open(self.path, flags, 0o600)
         except FileExistsError:
             raise CassetteExistsError(self.path, "already exists; choose another path or allow overwriting") from None
         except OSError as err:
             raise CassetteError(self.path, f"cannot create: {err.strerror}") from None
         if overwrite:
             os.fchmod(self._fd, 0o600)  # O_TRUNC keeps the old mode
+        self._write(MAGIC + self._packer.pack(header_to_record(header)))
+
+    def _setup(self, path: str | Path, redactor: Redactor | None) -> None:
+        self.path = Path(path)
+        self._redactor = redactor
+        self._methods: dict[int, str] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._fd = None
         self.events_written = 0
         self.bytes_written = 0
-        self._write(MAGIC + self._packer.pack(header_to_record(header)))
+        self.resume = Resume()
+
+    @classmethod
+    def append_to(cls, path: str | Path, *, redactor: Redactor | None) -> CassetteWriter:
+        """Continue an existing cassette: call ids and sequence numbers go on from its last event.
+
+        A cut-off tail (a recording that was killed) is dropped first, so the new events follow whole ones.
+        """
+        next_call_id, next_seq, last_t_ns = 1, 0, 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncatedCassetteWarning)
+            with CassetteReader(path) as reader:
+                for event in reader:
+                    next_call_id = max(next_call_id, event.call_id + 1)
+                    next_seq = max(next_seq, event.seq + 1)
+                    last_t_ns = max(last_t_ns, event.t_ns)
+                truncated_at = reader.truncated_at
+        writer = cls.__new__(cls)
+        writer._setup(path, redactor)
+        try:
+            writer._fd = os.open(writer.path, os.O_WRONLY | os.O_APPEND)
+            if truncated_at is not None:
+                os.ftruncate(writer._fd, truncated_at)
+        except OSError as err:
+            raise CassetteError(writer.path, f"cannot append: {err.strerror}") from None
+        writer.resume = Resume(next_call_id=next_call_id, next_seq=next_seq, last_t_ns=last_t_ns)
+        return writer
 
     def _write(self, data: bytes) -> None:
         if self._fd is None:

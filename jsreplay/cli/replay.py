@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,14 +16,18 @@ from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.record import listen_tls_options
 from jsreplay.cli.record import run_until_stopped as run_recorder
 from jsreplay.record import RecordConfig, UpstreamTrust
+from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
+from jsreplay.replay.server import Fallback
 from jsreplay.serving import ListenTLS
 
-MODES = ("none", "once", "all")
+MODES = ("none", "once", "new_episodes", "all")
 
 
-async def _serve(config: ReplayConfig, exec_command: str | None) -> tuple[ReplayReport, int | None]:
-    server = ReplayServer(config)
+async def _serve(
+    config: ReplayConfig, exec_command: str | None, fallback: Callable[[str], Fallback] | None = None
+) -> tuple[ReplayReport, int | None]:
+    server = ReplayServer(config, fallback)
     await server.start()
     trust = "plaintext" if config.tls.plaintext else f"CA file {server.ca_file}"
     names = ", ".join(str(c) for c in config.cassettes)
@@ -97,7 +102,8 @@ async def _serve(config: ReplayConfig, exec_command: str | None) -> tuple[Replay
     type=click.Choice(MODES),
     default="none",
     show_default=True,
-    help="none: replay only; once: record from --upstream if the cassette does not exist; all: always re-record.",
+    help="none: replay only; once: record from --upstream if the cassette does not exist; new_episodes: replay, "
+    "and forward calls that miss to --upstream, appending them to the cassette; all: always re-record.",
 )
 @click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once/all.")
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its CA.")
@@ -133,7 +139,7 @@ def replay_command(
     Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error.
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
-    record = mode == "all" or (mode == "once" and not all(c.exists() for c in cassettes))
+    record = mode == "all" or (mode in ("once", "new_episodes") and not all(c.exists() for c in cassettes))
     if mode != "none" and upstream is None:
         raise click.UsageError(f"--mode {mode} records from an upstream: give --upstream HOST:PORT")
     if record:
@@ -155,7 +161,20 @@ def replay_command(
         allow_repeats=allow_repeats,
         speed=speed,
     )
-    report, child_code = asyncio.run(_serve(config, exec_command))
+    fallback = None
+    if mode == "new_episodes":
+        if len(cassettes) != 1:
+            raise click.UsageError(f"--mode new_episodes appends to one cassette; {len(cassettes)} given")
+        if upstream_ca is not None and upstream_insecure:
+            raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
+        assert upstream is not None
+        trust = UpstreamTrust(ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure)
+        cassette, target = cassettes[0], upstream
+
+        def fallback(advertise: str) -> Fallback:
+            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise)
+
+    report, child_code = asyncio.run(_serve(config, exec_command, fallback))
     if report_file is not None:
         report.write(report_file)
     click.echo(f"jsreplay replay: {report.summary()}", err=True)

@@ -103,13 +103,13 @@ class ForwardingHandler(grpc.GenericRpcHandler):
 
         match kind:
             case StreamKind.UNARY:
-                return grpc.unary_unary_rpc_method_handler(bind(self._forward))
+                return grpc.unary_unary_rpc_method_handler(bind(self.forward))
             case StreamKind.SERVER_STREAMING:
-                return grpc.unary_stream_rpc_method_handler(bind(self._forward))
+                return grpc.unary_stream_rpc_method_handler(bind(self.forward))
             case StreamKind.CLIENT_STREAMING:
-                return grpc.stream_unary_rpc_method_handler(bind(self._forward))
+                return grpc.stream_unary_rpc_method_handler(bind(self.forward))
             case _:
-                return grpc.stream_stream_rpc_method_handler(bind(self._forward))
+                return grpc.stream_stream_rpc_method_handler(bind(self.forward))
 
     # ------------------------------------------------------------------------------------------ forwarding
 
@@ -125,7 +125,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             return None, "jsreplay: router token was not issued by the upstream; refusing to relay"
         return target, ""
 
-    async def _forward(
+    async def forward(
         self, method: str, kind: StreamKind, request: Any, context: grpc.aio.ServicerContext
     ) -> bytes | None:
         recorder = self._recorder

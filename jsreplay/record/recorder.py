@@ -43,9 +43,10 @@ class RecorderStats:
 class Recorder:
     def __init__(self, writer: CassetteWriter) -> None:
         self._writer = writer
-        self._t0 = time.monotonic_ns()
-        self._seq = 0
-        self._next_call_id = 1
+        # Numbering goes on from where the cassette stops (0 and 1 for a new one; more when appending).
+        self._t0 = time.monotonic_ns() - writer.resume.last_t_ns
+        self._seq = writer.resume.next_seq
+        self._next_call_id = writer.resume.next_call_id
         self._streaming: set[int] = set()
         self.stats = RecorderStats()
         self.error: str | None = None

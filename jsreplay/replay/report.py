@@ -21,6 +21,7 @@ class ReplayReport:
     used: list[tuple[str, str, int]] = field(default_factory=list)  # (recording, method, times served)
     unused: list[tuple[str, str]] = field(default_factory=list)
     missed: list[Miss] = field(default_factory=list)
+    forwarded: list[Miss] = field(default_factory=list)  # misses sent to the upstream (new_episodes)
     inner: list[tuple[str, str, int]] = field(default_factory=list)  # tunnel calls: (recording, method, times)
     tunnels_used: list[str] = field(default_factory=list)
     tunnels_unused: list[str] = field(default_factory=list)
@@ -32,6 +33,7 @@ class ReplayReport:
             "used": [{"recording": k, "method": m, "times": n} for k, m, n in self.used],
             "unused": [{"recording": k, "method": m} for k, m in self.unused],
             "missed": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.missed],
+            "forwarded": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.forwarded],
             "tunnels": {
                 "used": self.tunnels_used,
                 "unused": self.tunnels_unused,
@@ -49,4 +51,5 @@ class ReplayReport:
             f"{sum(n for _, _, n in self.used)} calls served from {len(self.used)} recordings "
             f"({len(self.unused)} unused), {len(self.tunnels_used)} tunnels with {inner_used} inner calls, "
             f"{len(self.missed)} missed"
+            + (f", {len(self.forwarded)} forwarded to the upstream and recorded" if self.forwarded else "")
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -47,6 +47,14 @@ class ReplayConfig:
     shift_timestamps: bool = True
 
 
+class Fallback(Protocol):
+    """Where a miss goes instead of an error (replay's `new_episodes` mode: forward and record it)."""
+
+    async def forward(self, method: str, kind: StreamKind, request: Any, context: grpc.aio.ServicerContext) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
 class _Progress:
     """Which recorded calls the replay has reached, so streamed messages can wait for their causes."""
 
@@ -76,8 +84,11 @@ class _Progress:
 
 
 class ReplayHandler(grpc.GenericRpcHandler):
-    def __init__(self, library: Library, config: ReplayConfig, advertise: str) -> None:
+    def __init__(
+        self, library: Library, config: ReplayConfig, advertise: str, fallback: Fallback | None = None
+    ) -> None:
         self._library = library
+        self._fallback = fallback
         self._config = config
         self._registry = Registry.default()
         self.report = ReplayReport(cassettes=[str(p) for p in config.cassettes])
@@ -159,6 +170,9 @@ class ReplayHandler(grpc.GenericRpcHandler):
     ) -> bytes | None:
         outcome = self.matcher.match(method, first)
         if outcome.script is None:
+            if self._fallback is not None:
+                self.report.forwarded.append(Miss(method=method, reason=outcome.explanation, at_s=self._elapsed()))
+                return await self._fallback.forward(method, kind, first, context)
             self._miss(method, outcome.explanation)
             await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)
             return None
@@ -203,6 +217,10 @@ class ReplayHandler(grpc.GenericRpcHandler):
         auth = metadata.get("authorization", "")
         token = auth.partition(" ")[2].strip() if isinstance(auth, str) else ""
         own = self._library.tunnels.get(token)
+        if own is None and self._fallback is not None:  # a token from a forwarded Dial/Listen
+            self.report.forwarded.append(Miss(method=ROUTER_STREAM, reason="new router token", at_s=self._elapsed()))
+            await self._fallback.forward(ROUTER_STREAM, StreamKind.BIDI_STREAMING, None, context)
+            return
         if own is None:
             known = len(self._library.tunnels)
             explanation = (
@@ -305,8 +323,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
 
 class ReplayServer:
-    def __init__(self, config: ReplayConfig) -> None:
+    def __init__(self, config: ReplayConfig, fallback: Callable[[str], Fallback] | None = None) -> None:
+        """`fallback(advertised_endpoint)` makes where misses go; None: misses are errors."""
         self.config = config
+        self._fallback_factory = fallback
+        self._fallback: Fallback | None = None
         self._library = load_library(list(config.cassettes))
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
@@ -329,7 +350,9 @@ class ReplayServer:
     async def start(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         bound = bind(server, self.config.listen, self.config.tls, advertise=self.config.advertise)
-        self.handler = ReplayHandler(self._library, self.config, bound.endpoint)
+        if self._fallback_factory is not None:
+            self._fallback = self._fallback_factory(bound.endpoint)
+        self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback)
         server.add_generic_rpc_handlers((self.handler,))
         await server.start()
         self._server, self._bound = server, bound
@@ -340,6 +363,9 @@ class ReplayServer:
             self._server = None
         if self._bound is not None:
             self._bound.cleanup()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+            self._fallback = None
         if self.handler is None:
             return ReplayReport(cassettes=[str(p) for p in self.config.cassettes])
         return self.handler.finish_report()

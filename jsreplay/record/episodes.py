@@ -1,0 +1,44 @@
+"""Recording new episodes into an existing cassette: what replay's `new_episodes` mode forwards on a miss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from jsreplay.cassette.format import CassetteWriter
+from jsreplay.cassette.redaction import Redactor
+from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.record.forward import ForwardingHandler
+from jsreplay.record.recorder import Recorder
+from jsreplay.record.routing import RouterTable
+from jsreplay.record.upstream import UpstreamChannels, UpstreamTrust
+
+
+class EpisodeRecorder:
+    """Forwards calls the replay could not match to the upstream, appending them to the cassette.
+
+    Router streams for tokens it saw in forwarded Dial/Listen responses go to the routers the upstream named,
+    as with `jsreplay record`; numbering continues from the cassette's last event.
+    """
+
+    def __init__(self, cassette: Path, *, upstream: str, trust: UpstreamTrust, advertise: str, redact: bool = True):
+        registry = Registry.default()
+        writer = CassetteWriter.append_to(cassette, redactor=Redactor(registry=registry) if redact else None)
+        self.recorder = Recorder(writer)
+        self._channels = UpstreamChannels(trust)
+        self._handler = ForwardingHandler(
+            recorder=self.recorder,
+            registry=registry,
+            channels=self._channels,
+            upstream=upstream,
+            routes=RouterTable(registry, advertise),
+        )
+
+    async def forward(self, method: str, kind: StreamKind, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._handler.forward(method, kind, request, context)
+
+    async def aclose(self) -> None:
+        await self._channels.close()
+        self.recorder.close()
