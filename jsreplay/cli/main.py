@@ -56,6 +56,7 @@ def _register_commands() -> None:
 
     cli.add_command(record.record_command)
     cli.add_command(replay.replay_command)
+    cli.add_command(__import__("jsreplay.cli.verify", fromlist=["verify_command"]).verify_command)
     __import__("jsreplay.cli.show", fromlist=["register"]).register(cli)  # show, diff, textconv
 
 
