@@ -132,6 +132,10 @@ def _adopt_names(own: dict[str, Any], other: dict[str, Any], descriptor: Any) ->
     return out
 
 
+def _undecoded(message: Any) -> bool:
+    return isinstance(message, dict) and "$raw" in message
+
+
 def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
@@ -418,10 +422,16 @@ class _Comparer:
         pairs = align(a, b, freeze, lambda x, y: len(value_diffs(x, y, "")))
         for i, j in pairs:
             if i is not None and j is not None:
-                if a[i] != b[j]:
-                    x = self._reconcile(a[i], sa[i], old, section, old_side=True)
-                    y = self._reconcile(b[j], sb[j], new, section, old_side=False)
-                    out.extend(value_diffs(x, y, f"{path}.{section}[{i}]"))
+                if a[i] == b[j]:
+                    continue
+                where = f"{path}.{section}[{i}]"
+                if _undecoded(a[i]) or _undecoded(b[j]):
+                    # Bytes that did not decode have no fields to compare: the message changed as a whole.
+                    out.append(Difference(DiffKind.FIELD_CHANGED, where, old=a[i], new=b[j]))
+                    continue
+                x = self._reconcile(a[i], sa[i], old, section, old_side=True)
+                y = self._reconcile(b[j], sb[j], new, section, old_side=False)
+                out.extend(value_diffs(x, y, where))
             elif i is not None:
                 out.append(Difference(DiffKind.MESSAGE_REMOVED, f"{path}.{section}[{i}]", old=a[i]))
             else:

@@ -524,3 +524,27 @@ def test_big_cassettes_load_side_by_side_with_the_same_result(recordings: Record
     result = run("diff", recordings.baseline, garbage)
     assert result.returncode == EXIT_ERROR
     assert result.stderr.startswith("jsreplay: error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_message_that_does_not_decode_is_shown_raw_and_diffed_whole(recordings: Recordings, tmp_path: Path) -> None:
+    garbage = b"\xff\xff\xff"  # a truncated varint: no protobuf message
+
+    def break_response(c: Cassette) -> Cassette:
+        [call] = call_ids(c, "/GetExporter")
+        return replace_events(
+            c,
+            lambda e: dataclasses.replace(e, data=garbage) if isinstance(e, ServerMessage) and e.call_id == call else e,
+        )
+
+    variant = edit(recordings.baseline2, tmp_path / "garbled.msgpack", break_response)
+    text = run_cli("show", "--method", "*GetExporter", variant)
+    assert text.exit_code == EXIT_OK
+    assert re.search(r"< Exporter 3 B: ffffff  \(cannot decode 3 bytes as jumpstarter.client.v1.Exporter", text.stdout)
+    code, document = diff_json(recordings.baseline, variant)
+    difference = only(document)
+    assert (code, difference["kind"], difference["path"]) == (
+        EXIT_DIFFERENT,
+        "field_changed",
+        "ClientService/GetExporter[0].responses[0]",
+    )
+    assert difference["new"] == {"$raw": {"$bytes": "////"}}
