@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import jsonschema
 import pytest
+from click.testing import CliRunner
 from conftest import Recordings
 from google.protobuf import descriptor_pb2
 from inspect_support import call_ids, edit, json_schema, load, replace_events, run_cli
@@ -29,6 +31,7 @@ from jsreplay.cassette.model import (
     ServerMessage,
     Status,
 )
+from jsreplay.cli import cli
 from jsreplay.inspect.diff import DiffOptions, diff_views
 from jsreplay.protocol.registry import Registry, UnknownField, WireType, encode_unknown
 
@@ -548,3 +551,13 @@ def test_a_message_that_does_not_decode_is_shown_raw_and_diffed_whole(recordings
         "ClientService/GetExporter[0].responses[0]",
     )
     assert difference["new"] == {"$raw": {"$bytes": "////"}}
+
+
+def test_text_is_coloured_on_a_terminal_only(recordings: Recordings) -> None:
+    args = ["diff", str(recordings.baseline), str(recordings.driver_changed)]
+    plain = CliRunner().invoke(cli, args)
+    coloured = CliRunner().invoke(cli, args, color=True)
+    assert plain.exit_code == coloured.exit_code == EXIT_DIFFERENT
+    assert "\x1b[" not in plain.stdout
+    assert "\x1b[33m~ RouterService/Stream[0] > ExporterService/StreamingDriverCall[0]" in coloured.stdout
+    assert click.unstyle(coloured.stdout) == plain.stdout
