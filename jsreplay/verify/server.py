@@ -100,6 +100,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 run.done = True
         self.uuids = UuidMap()
         self.connected = asyncio.Event()
+        self.closing = asyncio.Event()  # verify is stopping: end the streams held open
         self.exporter = ""
         self.misses: list[ControllerMiss] = []
         self.extra: list[TunnelReport] = []
@@ -112,6 +113,10 @@ class VerifyHandler(grpc.GenericRpcHandler):
         self._changed = asyncio.Event()
 
     # ------------------------------------------------------------------------------------------ progress
+
+    def close(self) -> None:
+        self.closing.set()
+        self.activity()
 
     def activity(self) -> None:
         self.last_activity = time.monotonic()
@@ -222,6 +227,8 @@ class VerifyHandler(grpc.GenericRpcHandler):
         for response in script.responses:
             if method != LISTEN:
                 await self._hold(response.seq)
+            if self.closing.is_set():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "jsreplay verify: finished")
             data = self.rewriter.rewrite(method, response.data)
             if method == LISTEN and not self._announce(response.data):
                 continue
@@ -229,8 +236,11 @@ class VerifyHandler(grpc.GenericRpcHandler):
             self.last_controller = time.monotonic()
             self.activity()
         if script.code is None:
-            # The recorded exporter cancelled this stream (Status, Listen): the live one will too.
-            await asyncio.Event().wait()
+            # The recorded exporter cancelled this stream (Status, Listen): the live one will too, or verify
+            # ends it when it stops (ending it here rather than letting the server cancel the handler, which
+            # gRPC logs as an unhandled error).
+            await self.closing.wait()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "jsreplay verify: finished")
         if script.code != 0:
             code = next((c for c in grpc.StatusCode if c.value[0] == script.code), grpc.StatusCode.UNKNOWN)
             await context.abort(code, script.details, trailing_metadata=sendable(script.trailing_metadata))
@@ -242,7 +252,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
             return
         self.held += 1
         try:
-            while not self.tunnels_done(seq):
+            while not self.tunnels_done(seq) and not self.closing.is_set():
                 await self.changed(1.0)
         finally:
             self.held -= 1
@@ -431,6 +441,9 @@ class Verifier:
         self._server, self._bound = server, bound
 
     async def stop(self, grace: float = 0.5) -> None:
+        if self.handler is not None:
+            self.handler.close()
+            await asyncio.sleep(0)  # let the held streams end themselves
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
