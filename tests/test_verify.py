@@ -13,19 +13,22 @@ import re
 import sys
 import time
 from collections.abc import AsyncGenerator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from jumpstarter.config.client import ClientConfigV1Alpha1
 from jumpstarter.driver import Driver, export
 from jumpstarter_driver_network.driver import EchoNetwork
 from jumpstarter_driver_power.common import PowerReading
 from jumpstarter_driver_power.driver import MockPower
 
 from jsreplay.protocol.registry import Registry
-from jsreplay.testing import DemoRoot, run_exporter
-from jsreplay.testing.recording import RecordedRun, record_scenario
+from jsreplay.record import record
+from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_exporter
+from jsreplay.testing.recording import LABELS, SELECTOR, RecordedRun, record_scenario
 from jsreplay.verify import (
     CallReport,
     ControllerMiss,
@@ -62,6 +65,38 @@ def anyio_backend() -> str:
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRun]:
     cassette = tmp_path_factory.mktemp("verify") / "session.msgpack"
     yield asyncio.run(record_scenario(cassette))
+
+
+def _log_stream_scenario(config: ClientConfigV1Alpha1) -> None:
+    """LogStream open around the driver calls (cancelled by the client), then EndSession."""
+    with config.lease(selector=SELECTOR, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
+        with root.log_stream():
+            root.children["power"].on()
+            list(root.children["power"].read())
+            root.children["power"].off()
+        lease.portal.call(root.end_session_async)
+
+
+async def _record_log_stream(cassette: Path) -> None:
+    with anyio.fail_after(60):
+        async with FakeCluster() as cluster:
+            async with record(
+                upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette
+            ) as proxy:
+                exporter = cluster.new_exporter("exporter-1", dict(LABELS))
+                client = cluster.new_client("alice")
+                async with run_exporter(proxy.endpoint, exporter.token, proxy.ca_pem, exporter.name):
+                    await cluster.wait_exporter_available(exporter.name)
+                    config = client_config(proxy.endpoint, client.token, proxy.ca_pem, name=client.name)
+                    await anyio.to_thread.run_sync(_log_stream_scenario, config)
+                    await cluster.wait_exporter_available(exporter.name)
+
+
+@pytest.fixture(scope="module")
+def recorded_log_stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cassette = tmp_path_factory.mktemp("verify") / "log-stream.msgpack"
+    asyncio.run(_record_log_stream(cassette))
+    return cassette
 
 
 class HighVoltagePower(MockPower):
@@ -176,6 +211,21 @@ async def test_unexpected_controller_call_is_reported(recorded: RecordedRun) -> 
         ("field_added", report_call + ".responses[0].labels", {"example.com/extra": "yes"})
     ]
     assert all(c.verdict is Verdict.SAME for c in report.calls if c.path != report_call)
+
+
+async def test_stream_open_across_calls_and_end_session(recorded_log_stream: Path) -> None:
+    # LogStream stays open while the driver calls run and is cancelled by the client after them: verify keeps
+    # it open in the same way (it would deadlock or cancel early if it sent the calls one after another).
+    report = await verify_with(recorded_log_stream)
+    assert report.same, report.render_text()
+    assert [c.path.split(" > ")[1] for c in report.calls] == [
+        "ExporterService/GetReport[0]",
+        "ExporterService/LogStream[0]",
+        "ExporterService/DriverCall[0]",
+        "ExporterService/StreamingDriverCall[0]",
+        "ExporterService/DriverCall[1]",
+        "ExporterService/EndSession[0]",
+    ]
 
 
 async def test_no_exporter_is_an_error(recorded: RecordedRun) -> None:
