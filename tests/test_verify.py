@@ -36,6 +36,8 @@ from jsreplay.verify import (
     TunnelReport,
     TunnelState,
     Verdict,
+    Verifier,
+    VerifyConfig,
     VerifyError,
     VerifyReport,
     verifying,
@@ -226,6 +228,21 @@ async def test_stream_open_across_calls_and_end_session(recorded_log_stream: Pat
         "ExporterService/DriverCall[1]",
         "ExporterService/EndSession[0]",
     ]
+
+
+async def test_report_when_the_exporter_never_came(recorded: RecordedRun) -> None:
+    verifier = Verifier(VerifyConfig(cassette=recorded.cassette, timeout=1))
+    await verifier.start()
+    try:
+        assert verifier.handler is not None
+        report = verifier.handler.report()
+    finally:
+        await verifier.stop()
+    assert report.exit_code == 1
+    assert {c.verdict for c in report.calls} == {Verdict.MISSING}
+    assert all("Listen message was never sent" in c.reason for c in report.calls)
+    assert {t.state for t in report.tunnels} == {TunnelState.NOT_OPENED}
+    assert report.counts()["missing"] == len(INNER) + 1  # the calls, and the probe
 
 
 async def test_no_exporter_is_an_error(recorded: RecordedRun) -> None:

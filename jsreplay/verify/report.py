@@ -84,7 +84,10 @@ class VerifyReport:
         counts = {v.value: 0 for v in Verdict}
         for call in self.calls:
             counts[call.verdict.value] += 1
-        counts[Verdict.MISSING.value] += sum(1 for t in self.tunnels if t.state is TunnelState.NOT_OPENED)
+        # A session tunnel that never opened shows as its missing calls; a probe has no calls to show it.
+        counts[Verdict.MISSING.value] += sum(
+            1 for t in self.tunnels if t.state is TunnelState.NOT_OPENED and t.kind != "session"
+        )
         counts[Verdict.EXTRA.value] += sum(1 for t in self.tunnels if t.state is TunnelState.EXTRA)
         counts["controller_misses"] = len(self.misses)
         return counts
