@@ -96,10 +96,9 @@ async def test_real_scenario_through_the_proxy(tmp_path: Path) -> None:
         sent_b = [(f.payload, f.frame_type) for f in map(router_pb2.StreamRequest.FromString, b.requests)]
         got_a = [(f.payload, f.frame_type) for f in map(router_pb2.StreamResponse.FromString, a.responses)]
         for sent, got in ((sent_a, got_b), (sent_b, got_a)):
-            # Frame for frame what was received; a side may send a last GOAWAY after its peer already left.
+            # Frame for frame what was received, in order. The client ends its tunnel by cancelling (no
+            # half-close), so what a side sent after its peer left is recorded but never arrived.
             assert got == sent[: len(got)]
-            assert all(frame_type == router_pb2.FRAME_TYPE_GOAWAY for _, frame_type in sent[len(got) :])
-            assert len(sent) - len(got) <= 1
     main_tunnel = max(streams, key=lambda c: len(c.requests))
     assert len(main_tunnel.requests) > 10
 
@@ -148,6 +147,8 @@ def _start_recorder(upstream: str, ca_file: Path, cassette: Path) -> tuple[subpr
     return process, match.group(1), ca_out
 
 
+# The peers run in processes of their own: once their proxy dies they wait on retries (and the exporter's
+# teardown raises from callbacks) that only killing them ends cleanly.
 CLIENT_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
@@ -156,11 +157,26 @@ from jsreplay.testing.recording import SELECTOR
 endpoint, token, ca_file, name = sys.argv[1:5]
 asyncio.run(run_client_scenario(endpoint, token, Path(ca_file).read_bytes(), name=name, selector=SELECTOR))
 """
+EXPORTER_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from jsreplay.testing import run_exporter
+endpoint, token, ca_file, name = sys.argv[1:5]
+async def main():
+    async with run_exporter(endpoint, token, Path(ca_file).read_bytes(), name):
+        await asyncio.sleep(120)
+asyncio.run(main())
+"""
+
+
+def _peer(script: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.timeout(150)
 async def test_sigkill_mid_scenario_keeps_every_event_but_the_one_in_flight(tmp_path: Path) -> None:
     cassette = tmp_path / "killed.msgpack"
+    peers: list[subprocess.Popen[bytes]] = []
     async with FakeCluster() as cluster:
         ca_file = tmp_path / "cluster-ca.pem"
         ca_file.write_bytes(cluster.ca_pem)
@@ -168,37 +184,19 @@ async def test_sigkill_mid_scenario_keeps_every_event_but_the_one_in_flight(tmp_
         try:
             exporter = cluster.new_exporter("exporter-1", LABELS)
             client = cluster.new_client("alice")
-            proxy_ca = ca_out.read_bytes()
-            served: Counter[str] = Counter()
-            with anyio.move_on_after(60):
-                try:
-                    async with run_exporter(endpoint, exporter.token, proxy_ca, exporter.name, stop_timeout=10):
-                        await cluster.wait_exporter_available(exporter.name)
-                        # The client runs in its own process: once its proxy dies it waits on retries we can
-                        # only end by killing it too.
-                        client_process = subprocess.Popen(
-                            [sys.executable, "-c", CLIENT_SCRIPT, endpoint, client.token, str(ca_out), client.name],
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                        )
-                        try:
-                            # Kill while the session is running: once the tunnel exists and bytes are flowing.
-                            await cluster.wait_for(
-                                lambda: cluster.call_counts()[ROUTER_STREAM] >= 2, timeout=30, what="router streams"
-                            )
-                            served = Counter(cluster.call_counts())
-                            os.kill(process.pid, signal.SIGKILL)
-                            process.wait(10)
-                        finally:
-                            client_process.kill()
-                            client_process.wait(10)
-                except Exception:
-                    pass
-            assert served, "the scenario never reached the router"
-        finally:
-            if process.poll() is None:
-                process.kill()
+            peers.append(_peer(EXPORTER_SCRIPT, endpoint, exporter.token, str(ca_out), exporter.name))
+            await cluster.wait_exporter_available(exporter.name, timeout=30)
+            peers.append(_peer(CLIENT_SCRIPT, endpoint, client.token, str(ca_out), client.name))
+            # Kill while the session is running: once the tunnel exists and bytes are flowing.
+            await cluster.wait_for(lambda: cluster.call_counts()[ROUTER_STREAM] >= 2, timeout=30, what="router streams")
+            served = Counter(cluster.call_counts())
+            os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
+        finally:
+            for peer in (*peers, process):
+                if peer.poll() is None:
+                    peer.kill()
+                peer.wait(10)
     assert process.returncode == -signal.SIGKILL
 
     with warnings.catch_warnings(record=True):
