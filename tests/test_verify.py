@@ -126,6 +126,18 @@ class NoReadPower(Driver):
         pass
 
 
+class HangingPower(MockPower):
+    """MockPower whose `on` never returns."""
+
+    @export
+    async def on(self) -> None:
+        await anyio.sleep_forever()
+
+
+def hanging_drivers() -> Driver:
+    return DemoRoot(children={"power": HangingPower(), "echo": EchoNetwork()})  # type: ignore[abstract]
+
+
 def high_voltage_drivers() -> Driver:
     return DemoRoot(children={"power": HighVoltagePower(), "echo": EchoNetwork()})  # type: ignore[abstract]
 
@@ -198,6 +210,21 @@ async def test_removed_method_is_a_difference(recorded: RecordedRun) -> None:
     assert ".responses[0]" in changes and ".responses[1]" in changes
     # The calls after it still ran, in order, and still match.
     assert by_path(report)["RouterService/Stream[0] > ExporterService/GetStatus[0]"].verdict is Verdict.SAME
+
+
+async def test_unanswered_call_is_missing_after_the_timeout(recorded: RecordedRun) -> None:
+    started = time.monotonic()
+    with anyio.fail_after(30):
+        async with verifying(recorded.cassette, timeout=1.0) as v:
+            async with run_exporter(v.endpoint, "any-token", v.ca_pem, "exporter-1", drivers=hanging_drivers):
+                report = await v.wait()
+    assert report.exit_code == 1
+    on = by_path(report)["RouterService/Stream[0] > ExporterService/DriverCall[0]"]
+    assert on.verdict is Verdict.MISSING
+    assert on.reason == "no status within 1s"
+    # verify gave up on it and went on with the calls after it.
+    assert by_path(report)[READ_CALL].verdict is Verdict.SAME
+    assert time.monotonic() - started < 15
 
 
 async def test_unexpected_controller_call_is_reported(recorded: RecordedRun) -> None:
