@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jsreplay.inspect.align import align
 from jsreplay.inspect.diff import DiffKind, value_diffs
@@ -223,3 +226,19 @@ def test_the_docs_list_every_default_ignore_and_every_kind() -> None:
         assert f"`{rule.pattern}`" in docs, rule.pattern
     for kind in DiffKind:
         assert f"`{kind.value}`" in docs, kind.value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=12),
+    st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=12),
+)
+def test_alignment_accounts_for_every_item_once(old: list[str], new: list[str]) -> None:
+    pairs = align(old, new, str, _cost)
+    assert sorted(i for i, _ in pairs if i is not None) == list(range(len(old)))
+    assert sorted(j for _, j in pairs if j is not None) == list(range(len(new)))
+    # The longest run of equal items is kept: no more items are left unmatched than difflib would leave.
+    matched_equal = sum(1 for i, j in pairs if i is not None and j is not None and old[i] == new[j])
+    assert matched_equal >= sum(
+        block.size for block in SequenceMatcher(None, old, new, autojunk=False).get_matching_blocks()
+    )
