@@ -27,7 +27,7 @@ from jumpstarter_driver_power.driver import MockPower
 
 from jsreplay.protocol.registry import Registry
 from jsreplay.record import record
-from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_exporter
+from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, RecordedRun, record_scenario
 from jsreplay.verify import (
     CallReport,
@@ -124,6 +124,30 @@ class NoReadPower(Driver):
     @export
     async def off(self) -> None:
         pass
+
+
+async def _record_exporter_side(cassette: Path) -> None:
+    """Only the exporter goes through the recorder; the client talks to the cluster directly."""
+    with anyio.fail_after(60):
+        async with FakeCluster() as cluster:
+            async with record(
+                upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette
+            ) as proxy:
+                exporter = cluster.new_exporter("exporter-1", dict(LABELS))
+                client = cluster.new_client("alice")
+                async with run_exporter(proxy.endpoint, exporter.token, proxy.ca_pem, exporter.name):
+                    await cluster.wait_exporter_available(exporter.name)
+                    await run_client_scenario(
+                        client.endpoint, client.token, client.ca_pem, name=client.name, selector=SELECTOR
+                    )
+                    await cluster.wait_exporter_available(exporter.name)
+
+
+@pytest.fixture(scope="module")
+def recorded_exporter_side(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cassette = tmp_path_factory.mktemp("verify") / "exporter-side.msgpack"
+    asyncio.run(_record_exporter_side(cassette))
+    return cassette
 
 
 class HangingPower(MockPower):
@@ -270,6 +294,13 @@ async def test_report_when_the_exporter_never_came(recorded: RecordedRun) -> Non
     assert all("Listen message was never sent" in c.reason for c in report.calls)
     assert {t.state for t in report.tunnels} == {TunnelState.NOT_OPENED}
     assert report.counts()["missing"] == len(INNER) + 1  # the calls, and the probe
+
+
+async def test_cassette_recorded_from_the_exporter_side_only(recorded_exporter_side: Path) -> None:
+    # The inner calls come from the exporter's end of the tunnel: what an exporter developer can record alone.
+    report = await verify_with(recorded_exporter_side)
+    assert report.same, report.render_text()
+    assert [c.path.split(" > ")[1] for c in report.calls] == list(INNER)
 
 
 async def test_no_exporter_is_an_error(recorded: RecordedRun) -> None:
