@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -119,22 +120,29 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
     @staticmethod
     def _causal_dependencies(scripts: list[Script]) -> dict[tuple[str, int], list[tuple[str, str]]]:
-        """For each streamed response: the (peer, script key) of calls by other peers that started before it.
+        """For each response: the (peer, script key) of calls by other peers that started before it.
 
         Only the latest such call per peer is kept: once it has been reached, the ones before it were too.
+        One pass over sorted starts per peer, so a big cassette does not cost the square of its calls.
         """
-        ordered = sorted(scripts, key=lambda s: s.start_seq)
+        by_peer: dict[str, tuple[list[int], list[str]]] = {}
+        for script in sorted(scripts, key=lambda s: s.start_seq):
+            if script.peer:
+                seqs, keys = by_peer.setdefault(script.peer, ([], []))
+                seqs.append(script.start_seq)
+                keys.append(script.key)
         causes: dict[tuple[str, int], list[tuple[str, str]]] = {}
         for script in scripts:
             for index, response in enumerate(script.responses):
-                latest: dict[str, str] = {}
-                for other in ordered:
-                    if other.start_seq >= response.seq:
-                        break
-                    if other.peer and other.peer != script.peer and other.start_seq > script.start_seq:
-                        latest[other.peer] = other.key
+                latest: list[tuple[str, str]] = []
+                for peer, (seqs, keys) in by_peer.items():
+                    if peer == script.peer:
+                        continue
+                    i = bisect.bisect_left(seqs, response.seq) - 1  # the last call of that peer before it
+                    if i >= 0 and seqs[i] > script.start_seq:
+                        latest.append((peer, keys[i]))
                 if latest:
-                    causes[(script.key, index)] = list(latest.items())
+                    causes[(script.key, index)] = latest
         return causes
 
     # ------------------------------------------------------------------------------------------ dispatch
