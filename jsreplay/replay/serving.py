@@ -87,8 +87,9 @@ async def play(
                 await context.write(data)
         await counter.wait_for(script.status_after_requests)
         if script.code is None:
-            # The recorded caller cancelled before a status; a live caller that got here is owed an end.
-            await context.abort(grpc.StatusCode.CANCELLED, "jsreplay: the recorded call was cancelled here")
+            # The recorded caller cancelled this call (Status and Listen end that way): keep it open until the
+            # live caller cancels too. Ending it here would make a real exporter open it again.
+            await asyncio.Event().wait()
         code = _status_code(script.code)
         if code is not grpc.StatusCode.OK:
             await context.abort(code, script.details, trailing_metadata=sendable(script.trailing_metadata))
