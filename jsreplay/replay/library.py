@@ -6,21 +6,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jsreplay.cassette.format import read_cassette
-from jsreplay.cassette.model import Cassette, Role, metadata_get
+from jsreplay.cassette.model import Call, Cassette, Role, metadata_get
 from jsreplay.protocol.registry import Registry
 from jsreplay.replay.script import Script, script_from_call, script_from_inner
-from jsreplay.tunnel.recorded import ROUTER_STREAM, TunnelSide, decode_router_call
+from jsreplay.tunnel.recorded import ROUTER_STREAM, TunnelSide, decode_router_call, tunnel_side
 
 
-@dataclass
 class Tunnel:
-    """What a recorded router token led to: the client side's stream and the inner calls it carried."""
+    """What a recorded router token led to: the client side's stream and, decoded on first use, its inner calls.
 
-    token: str  # as presented: the recorded (redacted) bearer value, e.g. "redacted:1a2b…"
-    stream: Script
-    inner: list[Script]
-    registry: Registry
-    decode_error: str | None = None
+    Decoding every tunnel of a big cassette at start-up would dominate the replay server's start; most are never
+    asked for, so only the side (a look at the first frames) is found up front.
+    """
+
+    def __init__(self, token: str, call: Call, side: TunnelSide, source: str, registry: Registry) -> None:
+        self.token = token
+        self.call = call
+        self.side = side
+        self.stream = script_from_call(call, source)
+        self.registry = registry
+        self._inner: list[Script] | None = None
+        self.decode_error: str | None = None
+
+    @property
+    def carries_calls(self) -> bool:
+        """The client side of a tunnel that spoke HTTP/2 (a readiness probe's did not)."""
+        return self.side is TunnelSide.CLIENT
+
+    @property
+    def inner(self) -> list[Script]:
+        if self._inner is None:
+            decoded = decode_router_call(self.call, self.registry)
+            self.decode_error = decoded.error
+            self._inner = [script_from_inner(c, self.stream.key) for c in decoded.calls if c.method]
+        return self._inner
 
 
 @dataclass
@@ -58,17 +77,10 @@ def load_library(paths: list[Path]) -> Library:
                 library.scripts.append(script_from_call(call, source))
                 continue
             token = _bearer(metadata_get(call.start.metadata, "authorization"))
-            tunnel = decode_router_call(call, registry)
+            side = tunnel_side(call, registry)
             existing = library.tunnels.get(token)
             # Both peers' streams are recorded; the client's carries the inner calls we answer.
-            if existing is not None and (tunnel.side is not TunnelSide.CLIENT or existing.inner):
+            if existing is not None and (side is not TunnelSide.CLIENT or existing.carries_calls):
                 continue
-            stream_script = script_from_call(call, source)
-            library.tunnels[token] = Tunnel(
-                token=token,
-                stream=stream_script,
-                inner=[script_from_inner(c, stream_script.key) for c in tunnel.calls if c.method],
-                registry=registry,
-                decode_error=tunnel.error,
-            )
+            library.tunnels[token] = Tunnel(token, call, side, source, registry)
     return library

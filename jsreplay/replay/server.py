@@ -273,11 +273,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
         twice, for a probe and for the session). So a tunnel that speaks HTTP/2 gets its own token's recording if
         that carried calls, else the first unused recording that did, in recorded order.
         """
-        if own.inner and own.stream.key not in self._claimed:
+        if own.carries_calls and own.stream.key not in self._claimed:
             chosen = own
         else:
             candidates = sorted(
-                (t for t in self._library.tunnels.values() if t.inner and t.stream.key not in self._claimed),
+                (t for t in self._library.tunnels.values() if t.carries_calls and t.stream.key not in self._claimed),
                 key=lambda t: t.stream.start_seq,
             )
             chosen = candidates[0] if candidates else own

@@ -80,6 +80,31 @@ def _starts_with_preface(frames: list[RouterFrame]) -> bool:
     )
 
 
+def tunnel_side(call: Call, registry: Registry) -> TunnelSide:
+    """Which peer a recorded Stream call belongs to, from its first frames only (cheap: no HTTP/2 decoding)."""
+    out: list[RouterFrame] = []
+    into: list[RouterFrame] = []
+    try:
+        for event in call.events:
+            if isinstance(event, ClientMessage):
+                out.append(parse_frame(registry, _REQUEST_TYPE, event.data))
+            elif isinstance(event, ServerMessage):
+                into.append(parse_frame(registry, _RESPONSE_TYPE, event.data))
+            else:
+                continue
+            if sum(len(f.payload) for f in out) >= len(CONNECTION_PREFACE) or sum(len(f.payload) for f in into) >= len(
+                CONNECTION_PREFACE
+            ):
+                break
+    except ProtocolError:
+        return TunnelSide.UNKNOWN
+    if _starts_with_preface(out):
+        return TunnelSide.CLIENT
+    if _starts_with_preface(into):
+        return TunnelSide.EXPORTER
+    return TunnelSide.UNKNOWN
+
+
 def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
     """Decode the frames of one recorded Stream call, and the inner calls they carry, in recorded order."""
     tunnel = RecordedTunnel(call_id=call.call_id, side=TunnelSide.UNKNOWN)
