@@ -10,11 +10,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from jsreplay.protocol.registry import StreamKind
 from jsreplay.tls import CertificateAuthority, ServerCertificate, server_credentials
 
 DEFAULT_LISTEN = "127.0.0.1:0"
@@ -129,3 +132,40 @@ def bind(server: grpc.aio.Server, listen: str, tls: ListenTLS, *, advertise: str
         with os.fdopen(fd, "wb") as f:
             f.write(ca_pem)
     return BoundServer(listen=bound, advertise=advertised, ca_pem=ca_pem, ca_file=ca_file, _temp_dir=temp_dir)
+
+
+class ServesEndpoint:
+    """What every jsreplay server exposes once bound: the address peers use and the CA they should trust."""
+
+    _bound: BoundServer | None = None
+    _what = "server"
+
+    @property
+    def endpoint(self) -> str:
+        """HOST:PORT for the peers' `endpoint` setting."""
+        if self._bound is None:
+            raise RuntimeError(f"the {self._what} is not started")
+        return self._bound.endpoint
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self._bound.ca_pem if self._bound else None
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self._bound.ca_file if self._bound else None
+
+
+def rpc_method_handler(
+    kind: StreamKind, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+) -> grpc.RpcMethodHandler:
+    """A raw-bytes (identity-serialized) method handler of the given stream kind."""
+    match kind:
+        case StreamKind.UNARY:
+            return grpc.unary_unary_rpc_method_handler(behaviour)
+        case StreamKind.SERVER_STREAMING:
+            return grpc.unary_stream_rpc_method_handler(behaviour)
+        case StreamKind.CLIENT_STREAMING:
+            return grpc.stream_unary_rpc_method_handler(behaviour)
+        case _:
+            return grpc.stream_stream_rpc_method_handler(behaviour)

@@ -19,6 +19,7 @@ from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.record.recorder import Recorder
 from jsreplay.record.routing import ROUTER_STREAM, RouterTable, bearer_token
 from jsreplay.record.upstream import UpstreamChannels, UpstreamError
+from jsreplay.serving import rpc_method_handler
 
 log = logging.getLogger("jsreplay.record")
 
@@ -101,15 +102,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
 
             return handler
 
-        match kind:
-            case StreamKind.UNARY:
-                return grpc.unary_unary_rpc_method_handler(bind(self.forward))
-            case StreamKind.SERVER_STREAMING:
-                return grpc.unary_stream_rpc_method_handler(bind(self.forward))
-            case StreamKind.CLIENT_STREAMING:
-                return grpc.stream_unary_rpc_method_handler(bind(self.forward))
-            case _:
-                return grpc.stream_stream_rpc_method_handler(bind(self.forward))
+        return rpc_method_handler(kind, bind(self.forward))
 
     # ------------------------------------------------------------------------------------------ forwarding
 

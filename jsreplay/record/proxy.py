@@ -21,7 +21,7 @@ from jsreplay.record.forward import ForwardingHandler
 from jsreplay.record.recorder import Recorder, RecorderStats
 from jsreplay.record.routing import RouterTable
 from jsreplay.record.upstream import UpstreamChannels, UpstreamTrust
-from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, bind, parse_hostport
+from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, parse_hostport
 
 STOP_GRACE_S = 2.0
 
@@ -39,8 +39,10 @@ class RecordConfig:
     overwrite: bool = False
 
 
-class RecordingProxy:
+class RecordingProxy(ServesEndpoint):
     """Start with `start()`, stop with `stop()`; or use `jsreplay.record(...)`."""
+
+    _what = "proxy"
 
     def __init__(self, config: RecordConfig) -> None:
         parse_hostport(config.upstream, what="--upstream")  # fail before anything is created
@@ -51,19 +53,6 @@ class RecordingProxy:
         self._recorder: Recorder | None = None
         self._channels = UpstreamChannels(config.upstream_trust)
         self.routes: RouterTable | None = None
-
-    @property
-    def endpoint(self) -> str:
-        """HOST:PORT for the peers' `endpoint` setting."""
-        return self._require_bound().endpoint
-
-    @property
-    def ca_pem(self) -> bytes | None:
-        return self._require_bound().ca_pem
-
-    @property
-    def ca_file(self) -> Path | None:
-        return self._require_bound().ca_file
 
     @property
     def stats(self) -> RecorderStats:
@@ -77,11 +66,6 @@ class RecordingProxy:
     def error(self) -> str | None:
         """Why recording stopped early (a write failure), if it did."""
         return self._require_recorder().error
-
-    def _require_bound(self) -> BoundServer:
-        if self._bound is None:
-            raise RuntimeError("the proxy is not started")
-        return self._bound
 
     def _require_recorder(self) -> Recorder:
         if self._recorder is None:

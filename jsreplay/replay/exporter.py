@@ -20,6 +20,7 @@ from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play
+from jsreplay.serving import rpc_method_handler
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -71,15 +72,7 @@ class MockExporter(grpc.GenericRpcHandler):
                 return None
             return await play(outcome.script, kind, context, first_request=first, rewrite=lambda data: data)
 
-        match kind:
-            case StreamKind.UNARY:
-                return grpc.unary_unary_rpc_method_handler(handler)
-            case StreamKind.SERVER_STREAMING:
-                return grpc.unary_stream_rpc_method_handler(handler)
-            case StreamKind.CLIENT_STREAMING:
-                return grpc.stream_unary_rpc_method_handler(handler)
-            case _:
-                return grpc.stream_stream_rpc_method_handler(handler)
+        return rpc_method_handler(kind, handler)
 
     async def start(self) -> int:
         server = grpc.aio.server(options=SERVER_OPTIONS)

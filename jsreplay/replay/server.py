@@ -23,7 +23,7 @@ from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play
-from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, bind
+from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.tunnel.decoder import RouterFrameType
 from jsreplay.tunnel.recorded import ROUTER_STREAM
 
@@ -156,15 +156,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
                 return await self._tunnel(context)
             return await self._serve(method, kind, request if isinstance(request, bytes) else None, context)
 
-        match kind:
-            case StreamKind.UNARY:
-                return grpc.unary_unary_rpc_method_handler(handler)
-            case StreamKind.SERVER_STREAMING:
-                return grpc.unary_stream_rpc_method_handler(handler)
-            case StreamKind.CLIENT_STREAMING:
-                return grpc.stream_unary_rpc_method_handler(handler)
-            case _:
-                return grpc.stream_stream_rpc_method_handler(handler)
+        return rpc_method_handler(kind, handler)
 
     def _miss(self, method: str, explanation: str) -> None:
         log.warning("%s", explanation)
@@ -330,7 +322,9 @@ class ReplayHandler(grpc.GenericRpcHandler):
         return report
 
 
-class ReplayServer:
+class ReplayServer(ServesEndpoint):
+    _what = "replay server"
+
     def __init__(self, config: ReplayConfig, fallback: Callable[[str], Fallback] | None = None) -> None:
         """`fallback(advertised_endpoint)` makes where misses go; None: misses are errors."""
         self.config = config
@@ -340,20 +334,6 @@ class ReplayServer:
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: ReplayHandler | None = None
-
-    @property
-    def endpoint(self) -> str:
-        if self._bound is None:
-            raise RuntimeError("the replay server is not started")
-        return self._bound.endpoint
-
-    @property
-    def ca_pem(self) -> bytes | None:
-        return self._bound.ca_pem if self._bound else None
-
-    @property
-    def ca_file(self) -> Path | None:
-        return self._bound.ca_file if self._bound else None
 
     async def start(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)

@@ -38,7 +38,7 @@ from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play, sendable
-from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, bind
+from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.tunnel.recorded import ROUTER_STREAM
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge
 from jsreplay.verify.compare import compare_call
@@ -156,15 +156,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 return await self._router(context)
             return await self._controller(method, kind, request if isinstance(request, bytes) else None, context)
 
-        match kind:
-            case StreamKind.UNARY:
-                return grpc.unary_unary_rpc_method_handler(handler)
-            case StreamKind.SERVER_STREAMING:
-                return grpc.unary_stream_rpc_method_handler(handler)
-            case StreamKind.CLIENT_STREAMING:
-                return grpc.stream_unary_rpc_method_handler(handler)
-            case _:
-                return grpc.stream_stream_rpc_method_handler(handler)
+        return rpc_method_handler(kind, handler)
 
     # ------------------------------------------------------------------------------------------ controller
 
@@ -406,8 +398,10 @@ class VerifyHandler(grpc.GenericRpcHandler):
         return TunnelReport(planned.key, planned.kind.value, TunnelState.DRIVEN, run.detail)
 
 
-class Verifier:
+class Verifier(ServesEndpoint):
     """The verify server; `verifying()` is the usual way to run one."""
+
+    _what = "verify server"
 
     def __init__(self, config: VerifyConfig) -> None:
         self.config = config
@@ -417,20 +411,6 @@ class Verifier:
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: VerifyHandler | None = None
-
-    @property
-    def endpoint(self) -> str:
-        if self._bound is None:
-            raise RuntimeError("the verify server is not started")
-        return self._bound.endpoint
-
-    @property
-    def ca_pem(self) -> bytes | None:
-        return self._bound.ca_pem if self._bound else None
-
-    @property
-    def ca_file(self) -> Path | None:
-        return self._bound.ca_file if self._bound else None
 
     async def start(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
