@@ -9,27 +9,12 @@ from pathlib import Path
 
 import click
 
+from jsreplay.cli.options import listen_options, listen_tls_options, upstream_options, upstream_trust
 from jsreplay.cli.progress import StatusLine, human_bytes
-from jsreplay.record import RecordConfig, RecordingProxy, UpstreamTrust
-from jsreplay.serving import ListenTLS, parse_hostport
-from jsreplay.tls import load_server_certificate
+from jsreplay.record import RecordConfig, RecordingProxy
+from jsreplay.serving import parse_hostport
 
 REACHABILITY_TIMEOUT_S = 3.0
-
-
-def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool) -> ListenTLS:
-    """Validate the listening-side TLS flags shared by record and replay."""
-    if (tls_cert is None) != (tls_key is None):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if plaintext and (tls_cert is not None or ca_out is not None):
-        raise click.UsageError("--plaintext cannot be combined with --tls-cert/--tls-key/--ca-out")
-    certificate = None
-    if tls_cert is not None and tls_key is not None:
-        try:
-            certificate = load_server_certificate(tls_cert, tls_key)
-        except ValueError as err:
-            raise click.UsageError(f"--tls-cert/--tls-key: {err}") from None
-    return ListenTLS(certificate=certificate, plaintext=plaintext, ca_out=ca_out)
 
 
 async def _warn_if_unreachable(upstream: str) -> None:
@@ -83,22 +68,8 @@ async def run_until_stopped(config: RecordConfig) -> RecordingProxy:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Cassette file to write.",
 )
-@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="Where to listen.")
-@click.option(
-    "--advertise",
-    metavar="HOST:PORT",
-    help="Address peers use to reach the proxy (written into router endpoints); default: the listen address.",
-)
-@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA to trust.")
-@click.option("--upstream-insecure", is_flag=True, help="Trust whatever certificate the upstream presents.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Listening cert.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
-@click.option(
-    "--ca-out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the CA peers should trust here (default: a temporary file, printed on start).",
-)
-@click.option("--plaintext", is_flag=True, help="No TLS on the listening side.")
+@listen_options("peers")
+@upstream_options
 @click.option("--no-redact", is_flag=True, help="Keep secrets in the cassette (the header says so).")
 @click.option(
     "--redact-field",
@@ -128,8 +99,6 @@ def record_command(
     Point the client's or exporter's `endpoint` at the printed address, trusting the printed CA file (tls.ca)
     or with JUMPSTARTER_GRPC_INSECURE=1. Stop with Ctrl-C or SIGTERM.
     """
-    if upstream_ca is not None and upstream_insecure:
-        raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
     parse_hostport(upstream, what="--upstream")
     for path in redact_fields:
         if path.count(".") < 2:
@@ -139,9 +108,7 @@ def record_command(
         cassette=cassette,
         listen=listen,
         advertise=advertise,
-        upstream_trust=UpstreamTrust(
-            ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure
-        ),
+        upstream_trust=upstream_trust(upstream_ca, upstream_insecure),
         tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext),
         redact=not no_redact,
         redact_fields=redact_fields,

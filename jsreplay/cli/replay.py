@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
+from jsreplay.cli.options import listen_options, listen_tls_options, upstream_options, upstream_trust
 from jsreplay.cli.progress import StatusLine
-from jsreplay.cli.record import listen_tls_options
 from jsreplay.cli.record import run_until_stopped as run_recorder
-from jsreplay.record import RecordConfig, UpstreamTrust
+from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
 from jsreplay.replay.server import Fallback
@@ -75,12 +75,7 @@ async def _serve(
 
 @click.command("replay")
 @click.argument("cassettes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="Where to listen.")
-@click.option("--advertise", metavar="HOST:PORT", help="Address peers use to reach the server (router endpoints).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Listening cert.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
-@click.option("--ca-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the CA peers should trust.")
-@click.option("--plaintext", is_flag=True, help="No TLS.")
+@listen_options("peers")
 @click.option(
     "--match",
     type=click.Choice([m.value for m in MatchMode]),
@@ -106,8 +101,7 @@ async def _serve(
     "and forward calls that miss to --upstream, appending them to the cassette; all: always re-record.",
 )
 @click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once/all.")
-@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its CA.")
-@click.option("--upstream-insecure", is_flag=True, help="Trust whatever certificate the upstream presents.")
+@upstream_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report.")
 @click.option(
     "--exec",
@@ -165,10 +159,8 @@ def replay_command(
     if mode == "new_episodes":
         if len(cassettes) != 1:
             raise click.UsageError(f"--mode new_episodes appends to one cassette; {len(cassettes)} given")
-        if upstream_ca is not None and upstream_insecure:
-            raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
         assert upstream is not None
-        trust = UpstreamTrust(ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure)
+        trust = upstream_trust(upstream_ca, upstream_insecure)
         cassette, target = cassettes[0], upstream
 
         def fallback(advertise: str) -> Fallback:
@@ -196,17 +188,13 @@ def _record_instead(
     tls: ListenTLS,
     mode: str,
 ) -> None:
-    if upstream_ca is not None and upstream_insecure:
-        raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
     click.echo(f"jsreplay replay: --mode {mode}: recording {cassette} from {upstream}", err=True)
     config = RecordConfig(
         upstream=upstream,
         cassette=cassette,
         listen=listen,
         advertise=advertise,
-        upstream_trust=UpstreamTrust(
-            ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure
-        ),
+        upstream_trust=upstream_trust(upstream_ca, upstream_insecure),
         tls=tls,
         overwrite=mode == "all",
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_ERROR
-from jsreplay.cli.record import listen_tls_options
+from jsreplay.cli.options import listen_options, listen_tls_options
 from jsreplay.verify import DEFAULT_TIMEOUT_S, Verifier, VerifyConfig, VerifyError, VerifyReport
 
 
@@ -42,16 +42,7 @@ async def _run(config: VerifyConfig) -> VerifyReport:
 
 @click.command("verify")
 @click.argument("cassette", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="Where to listen.")
-@click.option("--advertise", metavar="HOST:PORT", help="Address the exporter uses to reach verify (router endpoint).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Listening cert.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
-@click.option(
-    "--ca-out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the CA the exporter should trust here (default: a temporary file, printed on start).",
-)
-@click.option("--plaintext", is_flag=True, help="No TLS on the listening side.")
+@listen_options("the exporter")
 @click.option(
     "--format",
     "fmt",

@@ -1,0 +1,76 @@
+"""Options several commands share: the listening side (address, TLS) and how to trust an upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from jsreplay.record.upstream import UpstreamTrust
+from jsreplay.serving import DEFAULT_LISTEN, ListenTLS
+from jsreplay.tls import load_server_certificate
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def listen_options(peers: str) -> Callable[[F], F]:
+    """--listen, --advertise, --tls-cert, --tls-key, --ca-out, --plaintext; `peers` names who connects."""
+    options = [
+        click.option(
+            "--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT", help="Where to listen."
+        ),
+        click.option(
+            "--advertise",
+            metavar="HOST:PORT",
+            help=f"Address {peers} use to reach this server (written into router endpoints); default: --listen.",
+        ),
+        click.option("--tls-cert", type=_FILE, help="Listening certificate (PEM, chain allowed)."),
+        click.option("--tls-key", type=_FILE, help="Its private key."),
+        click.option(
+            "--ca-out",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"Write the CA {peers} should trust here (default: a temporary file, printed on start).",
+        ),
+        click.option("--plaintext", is_flag=True, help="No TLS on the listening side."),
+    ]
+
+    def decorate(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool) -> ListenTLS:
+    """Validate the listening-side TLS flags."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if plaintext and (tls_cert is not None or ca_out is not None):
+        raise click.UsageError("--plaintext cannot be combined with --tls-cert/--tls-key/--ca-out")
+    certificate = None
+    if tls_cert is not None and tls_key is not None:
+        try:
+            certificate = load_server_certificate(tls_cert, tls_key)
+        except ValueError as err:
+            raise click.UsageError(f"--tls-cert/--tls-key: {err}") from None
+    return ListenTLS(certificate=certificate, plaintext=plaintext, ca_out=ca_out)
+
+
+def upstream_options(function: F) -> F:
+    """--upstream-ca, --upstream-insecure."""
+    function = click.option(
+        "--upstream-insecure", is_flag=True, help="Trust whatever certificate the upstream presents."
+    )(function)
+    return click.option("--upstream-ca", type=_FILE, help="CA to trust for the upstream (default: system roots).")(
+        function
+    )
+
+
+def upstream_trust(upstream_ca: Path | None, upstream_insecure: bool) -> UpstreamTrust:
+    if upstream_ca is not None and upstream_insecure:
+        raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
+    return UpstreamTrust(ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure)
