@@ -373,6 +373,7 @@ async def replay(
     match: MatchMode | str = MatchMode.DEFAULT,
     ignores: Iterable[str] = (),
     allow_repeats: bool = False,
+    speed: float = 0.0,
     causal_timeout: float = CAUSAL_TIMEOUT_S,
 ) -> AsyncIterator[ReplayServer]:
     """Serve cassettes for the duration of the block::
@@ -388,6 +389,7 @@ async def replay(
             match=MatchMode(match),
             ignores=tuple(ignores),
             allow_repeats=allow_repeats,
+            speed=speed,
             causal_timeout=causal_timeout,
         )
     )
