@@ -25,7 +25,7 @@ def _load_for_diff(path: Path) -> CassetteView | None:
     """Load in the forked process; None when it fails (the parent then loads it itself and reports why)."""
     try:
         with gc_paused():
-            view = load_view(path, status=StatusLine(stream=io.StringIO()), helper=False)
+            view = load_view(path, status=StatusLine(stream=io.StringIO()))
     except Exception:
         return None
     # Less to send back: diff compares tunnels by their inner calls, not by the router's frames, and needs a
@@ -51,7 +51,7 @@ def _load_both(old: Path, new: Path, status: StatusLine) -> tuple[CassetteView, 
         return load_view(old, status=status), load_view(new, status=status)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         pending = pool.submit(_load_for_diff, new)
-        old_view = load_view(old, status=status, helper=False)  # the other CPU is busy with the new one
+        old_view = load_view(old, status=status)
         status.show(f"{new.name}: decoding", force=True)
         new_view = pending.result()
     return old_view, new_view if new_view is not None else load_view(new, status=status)

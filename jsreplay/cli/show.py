@@ -9,12 +9,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import multiprocessing
 import os
 import sys
-import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +22,9 @@ from jsreplay.cassette.model import group_calls
 from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.mermaid import render_mermaid
 from jsreplay.inspect.show import ShowOptions, render_text, select_calls, view_to_json
-from jsreplay.inspect.view import CassetteView, TunnelDecoding, TunnelShare, build_view, decode_tunnel, tunnel_holders
-from jsreplay.protocol.registry import Registry
+from jsreplay.inspect.view import CassetteView, build_view
 
 _PROGRESS_EVERY = 4096  # events between progress updates while reading
-# From this size on, a cassette gets a helper process for its tunnels (see load_view).
-HELPER_MIN_BYTES = 8 << 20
 
 
 @contextlib.contextmanager
@@ -49,58 +43,11 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _helper_claims(index: int) -> bool:
-    return index % 2 == 1
-
-
-def _decode_claimed(path: Path) -> dict[int, TunnelDecoding]:
-    """In the helper process: read the cassette too and decode the tunnels it claims; {} if anything fails
-    (the parent then decodes them itself, and reports any error)."""
-    try:
-        with gc_paused(), warnings.catch_warnings(), CassetteReader(path) as reader:
-            warnings.simplefilter("ignore")  # the parent reports a cut-off cassette
-            calls = group_calls(reader)
-            header = reader.header
-        registry = Registry.for_descriptor_set(header.descriptor_set)
-        holders = tunnel_holders(header, calls)
-        return {c.call_id: decode_tunnel(registry, c) for i, c in enumerate(holders) if _helper_claims(i)}
-    except Exception:
-        return {}
-
-
-def _worth_a_helper(path: Path) -> bool:
-    try:
-        big = path.stat().st_size >= HELPER_MIN_BYTES
-    except OSError:
-        return False  # reading it reports the problem
-    return big and (os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
-
-
 def load_view(
-    path: Path,
-    *,
-    decode: bool = True,
-    tunnels: bool = True,
-    status: StatusLine | None = None,
-    helper: bool = True,
+    path: Path, *, decode: bool = True, tunnels: bool = True, status: StatusLine | None = None
 ) -> CassetteView:
-    """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2).
-
-    A big cassette gets a helper process (`helper=True`, the default) that decodes every other tunnel while
-    this one reads the cassette and decodes the rest: tunnel decoding is most of the time, and CPU-bound. The
-    helper is forked before anything is loaded, so it starts cheap, reads the file itself, and sends back only
-    the raw inner calls.
-    """
+    """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2)."""
     status = status or StatusLine()
-    if not (helper and tunnels and _worth_a_helper(path)):
-        return _load(path, decode=decode, tunnels=tunnels, status=status, share=None)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        future = pool.submit(_decode_claimed, path)
-        share = TunnelShare(claims=_helper_claims, results=future.result)
-        return _load(path, decode=decode, tunnels=tunnels, status=status, share=share)
-
-
-def _load(path: Path, *, decode: bool, tunnels: bool, status: StatusLine, share: TunnelShare | None) -> CassetteView:
     with CassetteReader(path) as reader:
         events = []
         for event in reader:
@@ -122,7 +69,6 @@ def _load(path: Path, *, decode: bool, tunnels: bool, status: StatusLine, share:
             events=len(events),
             truncated_at=truncated_at,
             progress=progress if status.enabled else None,
-            share=share,
         )
     finally:
         status.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,42 +467,31 @@ def _fill_counts(stream: RouterStream, out: list[tuple[str, int]], into: list[tu
 
 
 @dataclass
-class TunnelDecoding:
-    """One tunnel as the tunnel decoder gave it: the raw inner calls and a summary of the frames (picklable,
-    so another process can do the decoding)."""
+class DecodedTunnel:
+    """What `build_view` keeps of one decoded tunnel: its inner calls and a summary of its frames."""
 
-    calls: list[InnerCall]
+    calls: list[ViewCall]
     error: str | None
     frames_out: list[tuple[str, int]]  # (frame type name, payload size) of each frame this end sent
     frames_in: list[tuple[str, int]]
 
 
-def decode_tunnel(registry: Registry, call: Call) -> TunnelDecoding:
-    """Decode the tunnel a router call carried (the expensive part of building a view)."""
+def _decode_tunnel(registry: Registry, call: Call, decode: bool) -> DecodedTunnel:
     tunnel = decode_router_call(call, registry)
-    return TunnelDecoding(
-        calls=tunnel.calls,
+    return DecodedTunnel(
+        calls=[_inner_view(registry, inner, decode) for inner in tunnel.calls],
         error=tunnel.error,
         frames_out=[(f.type_name, len(f.payload)) for f in tunnel.frames_out],
         frames_in=[(f.type_name, len(f.payload)) for f in tunnel.frames_in],
     )
 
 
-@dataclass(frozen=True)
-class TunnelShare:
-    """Tunnels that something else (another process) decodes while `build_view` decodes the rest.
-
-    `claims(index)` says whether the `index`-th tunnel holder (in `tunnel_holders` order) is decoded
-    elsewhere; `results()` blocks until those decodings are ready, by call id. A claimed tunnel missing from
-    the results is decoded here after all.
-    """
-
-    claims: Callable[[int], bool]
-    results: Callable[[], Mapping[int, TunnelDecoding]]
-
-
-def _plan_tunnels(registry: Registry, router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[Call, ViewCall]]:
-    """Sides, peers and probes of the router calls (set on their views); returns the ends to decode."""
+def _attach_tunnels(
+    registry: Registry,
+    router_calls: Sequence[tuple[Call, ViewCall]],
+    decode: bool,
+    progress: ProgressFn | None,
+) -> None:
     for call, view in router_calls:
         side, error = _peek_side(registry, call)
         view.stream = RouterStream(side=side, error=error)
@@ -530,54 +519,17 @@ def _plan_tunnels(registry: Registry, router_calls: Sequence[tuple[Call, ViewCal
                 client_holds = _side_of(holder[1]) is TunnelSide.CLIENT
                 other.stream.side = TunnelSide.EXPORTER if client_holds else TunnelSide.CLIENT
                 other.caller = _caller_for_side(other.stream.side)
-    return holders
-
-
-def _stub_view(call: Call) -> ViewCall:
-    return ViewCall(id=call.call_id, method=call.method, role=call.role.value, caller=None, end=_OPEN, known=True)
-
-
-_OPEN = CallEnd(EndKind.OPEN, None)
-
-
-def tunnel_holders(header: Header, calls: Sequence[Call]) -> list[Call]:
-    """The router calls whose tunnels `build_view` decodes, in its order (for a `TunnelShare`)."""
-    registry = Registry.for_descriptor_set(header.descriptor_set)
-    router_calls = [(call, _stub_view(call)) for call in calls if call.method == ROUTER_STREAM]
-    return [call for call, _ in _plan_tunnels(registry, router_calls)]
-
-
-def _attach_tunnels(
-    registry: Registry,
-    router_calls: Sequence[tuple[Call, ViewCall]],
-    decode: bool,
-    progress: ProgressFn | None,
-    share: TunnelShare | None,
-) -> None:
-    holders = _plan_tunnels(registry, router_calls)
-    claimed = {i for i in range(len(holders)) if share is not None and share.claims(i)}
-    decoded: dict[int, TunnelDecoding] = {}
-    for index, (call, _) in enumerate(holders):
-        if index not in claimed:
-            if progress is not None and len(decoded) % 16 == 0:
-                progress("decoding tunnels", len(decoded), len(holders) - len(claimed))
-            decoded[call.call_id] = decode_tunnel(registry, call)
-    if claimed and share is not None:
-        if progress is not None:
-            progress("waiting for the other tunnels", len(claimed), len(claimed))
-        elsewhere = share.results()
-        for index in sorted(claimed):
-            call = holders[index][0]
-            found = elsewhere.get(call.call_id)
-            decoded[call.call_id] = found if found is not None else decode_tunnel(registry, call)
-    for call, view in holders:
-        tunnel = decoded[call.call_id]
+    holder_ids = set()
+    for done, (call, view) in enumerate(holders):
+        if progress is not None and done % 16 == 0:
+            progress("decoding tunnels", done, len(holders))
+        tunnel = _decode_tunnel(registry, call, decode)
         assert view.stream is not None
+        holder_ids.add(view.id)
         _fill_counts(view.stream, tunnel.frames_out, tunnel.frames_in)
         view.stream.holds_inner = True
         view.stream.error = view.stream.error or tunnel.error
-        view.inner = [_inner_view(registry, inner, decode) for inner in tunnel.calls]
-    holder_ids = {view.id for _, view in holders}
+        view.inner = tunnel.calls
     for call, view in router_calls:
         if view.id not in holder_ids and view.stream is not None:
             out, into, error = _frames(registry, call)
@@ -598,13 +550,11 @@ def build_view(
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
-    share: TunnelShare | None = None,
 ) -> CassetteView:
     """Decode every call of a cassette with the cassette's own schema.
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
-    --no-tunnel). `progress` is called now and then while decoding. `share` lets another process decode some
-    of the tunnels meanwhile (see `TunnelShare`).
+    --no-tunnel). `progress` is called now and then while decoding.
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     views: list[ViewCall] = []
@@ -618,6 +568,6 @@ def build_view(
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(registry, router_calls, decode, progress, share)
+        _attach_tunnels(registry, router_calls, decode, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)

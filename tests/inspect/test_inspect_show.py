@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import io
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 from conftest import Recordings
 from inspect_support import call_ids, edit, json_schema, load, run_cli
 
-from jsreplay.cassette.model import AnyEvent, CallStart, Cassette, ServerMessage
+from jsreplay.cassette.model import Cassette, ServerMessage
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.show import load_view
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
@@ -254,47 +251,3 @@ def test_progress_on_a_terminal_and_silence_elsewhere(recordings: Recordings) ->
     pipe = io.StringIO()
     load_view(recordings.baseline, status=StatusLine(stream=pipe, interval=0))
     assert pipe.getvalue() == ""
-
-
-def test_a_helper_process_for_big_cassettes_changes_nothing(recordings: Recordings) -> None:
-    # Fresh interpreters with the helper's size threshold at 0 and out of reach: forking this test process
-    # (which ran gRPC threads while recording) is not something to do.
-    def run(threshold: int) -> str:
-        script = (
-            f"import sys, jsreplay.cli.show as s; s.HELPER_MIN_BYTES = {threshold}; "
-            "sys.argv = ['jsreplay', *sys.argv[1:]]; from jsreplay.cli import main; main()"
-        )
-        command = [sys.executable, "-c", script, "show", "--format", "json", str(recordings.baseline)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == EXIT_OK, result.stderr
-        return result.stdout
-
-    with_helper, alone = run(0), run(1 << 62)
-    assert json.loads(with_helper)["calls"] == json.loads(alone)["calls"]
-    assert any(c["tunnel"] for c in json.loads(with_helper)["calls"])
-
-
-def test_the_helper_decodes_every_other_tunnel(recordings: Recordings, tmp_path: Path) -> None:
-    from jsreplay.cli.show import _decode_claimed
-
-    def twice(c: Cassette) -> Cassette:
-        # The session again, later, with its own tokens: a cassette with two tunnels.
-        span = max(e.t_ns for e in c.events) + 1
-        shift = max(e.call_id for e in c.events) + 1
-
-        def again(e: AnyEvent) -> AnyEvent:
-            e = dataclasses.replace(e, call_id=e.call_id + shift, t_ns=e.t_ns + span)
-            if isinstance(e, CallStart):
-                metadata = tuple((k, f"{v}-again" if k == "authorization" else v) for k, v in e.metadata)
-                e = dataclasses.replace(e, metadata=metadata)
-            return e
-
-        return dataclasses.replace(c, events=c.events + tuple(again(e) for e in c.events))
-
-    doubled = edit(recordings.baseline, tmp_path / "twice.msgpack", twice)
-    holders = [c for c in load(doubled).calls if c.stream is not None and c.stream.holds_inner]
-    assert len(holders) == 2
-    claimed = _decode_claimed(doubled)
-    assert list(claimed) == [holders[1].id]  # the odd ones, in holder order
-    assert [c.method for c in claimed[holders[1].id].calls] == [c.method for c in holders[1].inner or []]
-    assert _decode_claimed(tmp_path / "missing.msgpack") == {}
