@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -502,6 +502,28 @@ class CassetteReader:
                 stacklevel=2,
             )
 
+    def iter_with_offsets(self) -> Iterator[tuple[int, AnyEvent]]:
+        """Like iterating the reader, with each event's record offset in the file (for `read_events_at`)."""
+        while True:
+            offset = self._offset()
+            ok, record = self._next_object()
+            if not ok:
+                break
+            event = _decode_record(self.path, self._migrations, record, offset, self.events_read)
+            self.events_read += 1
+            yield offset, event
+        leftover = self._offset()
+        size = os.fstat(self._file.fileno()).st_size
+        if leftover < size:
+            self.truncated_at = leftover
+            warnings.warn(
+                TruncatedCassetteWarning(
+                    f"{self.path}: ends inside a record at byte {leftover} of {size}; "
+                    f"kept the {self.events_read} complete events before it"
+                ),
+                stacklevel=2,
+            )
+
     def close(self) -> None:
         self._file.close()
 
@@ -517,6 +539,56 @@ class CassetteReader:
 def read_header(path: str | Path) -> Header:
     with CassetteReader(path) as reader:
         return reader.header
+
+
+def _decode_record(path: Path, chain: list[Migration], record: Any, offset: int, index: int | None) -> AnyEvent:
+    try:
+        for migration in chain:
+            record = migration.record(record)
+        return record_to_event(record)
+    except _Bad as err:
+        raise CorruptCassetteError(path, str(err), offset=offset, event=index) from None
+    except Exception as err:
+        raise CorruptCassetteError(path, f"cannot upgrade record: {err}", offset=offset, event=index) from None
+
+
+def read_events_at(path: str | Path, offsets: Iterable[int]) -> list[AnyEvent]:
+    """The events whose records start at `offsets` (from `CassetteReader.iter_with_offsets`), in that order.
+
+    The header is read again (for the format version's migrations); each record is one seek and one decode.
+    An offset that is not the start of a whole record raises a CorruptCassetteError.
+    """
+    with CassetteReader(path) as reader:
+        chain = reader._migrations
+        file = reader._file
+        size = os.fstat(file.fileno()).st_size
+        events: list[AnyEvent] = []
+        for offset in offsets:
+            if not len(MAGIC) <= offset < size:
+                raise CorruptCassetteError(reader.path, "no record at this offset", offset=offset)
+            file.seek(offset)
+            unpacker = CassetteReader._new_unpacker()
+            record: Any = None
+            want = 64 << 10  # most records are small: read a little first, then in full chunks
+            while True:
+                try:
+                    record = unpacker.unpack()
+                    break
+                except msgpack.OutOfData:
+                    chunk = file.read(want)
+                    want = READ_CHUNK
+                    if not chunk:
+                        raise CorruptCassetteError(reader.path, "the record is cut off", offset=offset) from None
+                    try:
+                        unpacker.feed(chunk)
+                    except msgpack.BufferFull:
+                        raise CorruptCassetteError(
+                            reader.path, f"a record is larger than {MAX_RECORD_BYTES >> 20} MiB", offset=offset
+                        ) from None
+                except Exception as err:
+                    raise CorruptCassetteError(reader.path, f"malformed msgpack: {err}", offset=offset) from None
+            events.append(_decode_record(reader.path, chain, record, offset, None))
+        return events
 
 
 def read_cassette(path: str | Path) -> Cassette:

@@ -20,7 +20,7 @@ from typing import Any
 
 from jsreplay.cassette.model import Call, Role, metadata_get
 from jsreplay.protocol.registry import ProtocolError, Registry
-from jsreplay.replay.library import Library, load_library
+from jsreplay.replay.library import Library, load_library, whole_cassette
 from jsreplay.replay.script import Script
 from jsreplay.tunnel.calls import InnerCall
 from jsreplay.tunnel.recorded import ROUTER_STREAM, RecordedTunnel, TunnelSide, decode_router_call
@@ -90,7 +90,8 @@ def _better(current: RecordedTunnel | None, candidate: RecordedTunnel) -> bool:
 
 def load_plan(cassette: Path) -> Plan:
     library = load_library([cassette])
-    path, loaded = library.cassettes[0]
+    path = library.cassettes[0][0]
+    loaded = whole_cassette(path)  # verify drives every tunnel: decode the whole (small) cassette here
     registry = library.registries[path.name]
     scripts = [s for s in library.scripts if _is_exporters(s)]
     decoded: dict[str, tuple[RecordedTunnel, Call]] = {}
