@@ -20,7 +20,14 @@ GAP_COST = 3
 #: Larger unmatched stretches are paired in order (the quadratic alignment would cost too much).
 MAX_GAP_ALIGN = 48
 
+#: Up to this many (old x new) items, equal runs are found by difflib's longest-common-subsequence search;
+#: above it that search can take quadratic time per block (a long group whose every fourth call differs took
+#: a minute), so long sequences are walked in step, resynchronising within `RESYNC_WINDOW` items.
+EXACT_LCS_LIMIT = 256 * 256
+RESYNC_WINDOW = 32
+
 Pair = tuple[int | None, int | None]
+Opcode = tuple[str, int, int, int, int]
 
 
 def align(
@@ -36,13 +43,50 @@ def align(
     if old_keys == new_keys:
         return [(i, i) for i in range(len(old))]
     pairs: list[Pair] = []
-    matcher = SequenceMatcher(None, old_keys, new_keys, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    opcodes: list[Opcode]
+    if len(old_keys) * len(new_keys) <= EXACT_LCS_LIMIT:
+        opcodes = list(SequenceMatcher(None, old_keys, new_keys, autojunk=False).get_opcodes())
+    else:
+        opcodes = _resync_opcodes(old_keys, new_keys)
+    for tag, i1, i2, j1, j2 in opcodes:
         if tag == "equal":
             pairs.extend(zip(range(i1, i2), range(j1, j2), strict=True))
         else:
             pairs.extend(_align_gap(old, new, i1, i2, j1, j2, cost))
     return _pair_moved(old_keys, new_keys, old, new, pairs, cost)
+
+
+def _resync_opcodes(a: list[Hashable], b: list[Hashable]) -> list[Opcode]:
+    """difflib-style opcodes from walking both sequences in step: equal runs are taken as they come; at a
+    difference, the nearest point where the two agree again (fewest items skipped, within the window) ends a
+    "replace" stretch, which the caller aligns item by item. Linear time for local differences."""
+    ops: list[Opcode] = []
+    i = j = 0
+    n, m = len(a), len(b)
+    while i < n and j < m:
+        if a[i] == b[j]:
+            i0, j0 = i, j
+            while i < n and j < m and a[i] == b[j]:
+                i, j = i + 1, j + 1
+            ops.append(("equal", i0, i, j0, j))
+            continue
+        step = _resync(a, b, i, j)
+        ops.append(("replace", i, i + step[0], j, j + step[1]))
+        i, j = i + step[0], j + step[1]
+    if i < n or j < m:
+        ops.append(("replace", i, n, j, m))
+    return ops
+
+
+def _resync(a: list[Hashable], b: list[Hashable], i: int, j: int) -> tuple[int, int]:
+    """How many items of each to skip from (i, j) until they agree again; a window of each when they don't."""
+    n, m = len(a), len(b)
+    for skipped in range(1, 2 * RESYNC_WINDOW + 1):
+        for di in range(max(0, skipped - RESYNC_WINDOW), min(skipped, RESYNC_WINDOW) + 1):
+            dj = skipped - di
+            if i + di < n and j + dj < m and a[i + di] == b[j + dj]:
+                return di, dj
+    return min(RESYNC_WINDOW, n - i), min(RESYNC_WINDOW, m - j)
 
 
 def _pair_moved(

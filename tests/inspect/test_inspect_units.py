@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from difflib import SequenceMatcher
 from pathlib import Path
 
@@ -242,3 +243,26 @@ def test_alignment_accounts_for_every_item_once(old: list[str], new: list[str]) 
     assert matched_equal >= sum(
         block.size for block in SequenceMatcher(None, old, new, autojunk=False).get_matching_blocks()
     )
+
+
+def test_long_groups_align_in_linear_time() -> None:
+    # 2,000 calls whose every fourth one differs (a race on each of 500 sessions): the exact LCS search is
+    # quadratic per block here; the resynchronising walk pairs each changed call with its counterpart.
+    old = ["available", "ready", "ok", "offline"] * 500
+    new = ["available", "ready", "cancelled", "offline"] * 500
+    new.insert(1000, "extra")
+    started = time.perf_counter()
+    pairs = align(old, new, str, lambda a, b: 0 if a == b else 1)
+    assert time.perf_counter() - started < 2.0
+    assert (2, 2) in pairs and (1002, 1003) in pairs and (None, 1000) in pairs
+    assert sorted(i for i, _ in pairs if i is not None) == list(range(len(old)))
+    assert sorted(j for _, j in pairs if j is not None) == list(range(len(new)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), min_size=300, max_size=400), st.data())
+def test_the_long_path_accounts_for_every_item_once(old: list[str], data: st.DataObject) -> None:
+    new = data.draw(st.lists(st.sampled_from("abcde"), min_size=300, max_size=400))
+    pairs = align(old, new, str, _cost)
+    assert sorted(i for i, _ in pairs if i is not None) == list(range(len(old)))
+    assert sorted(j for _, j in pairs if j is not None) == list(range(len(new)))
