@@ -142,7 +142,7 @@ class _HeaderBlock:
     stream_id: int
     end_stream: bool
     offset: int
-    frame: str
+    frame: tuple[int, int, int, int]
     fragments: list[bytes]
     size: int
 
@@ -162,9 +162,10 @@ class _Side:
     header_block: _HeaderBlock | None = None
     last_stream_id: int = 0  # highest stream the client opened (client side only)
     streams: dict[int, _HalfStream] = field(default_factory=dict)
-    # Frame being handled, for error messages.
+    # Frame being handled, for error messages: (type, flags, stream id, length), described only on failure
+    # (formatting a description for every frame costs more than decoding small ones).
     offset: int = 0
-    frame: str | None = None
+    frame: tuple[int, int, int, int] | None = None
 
     def fail(
         self,
@@ -173,7 +174,8 @@ class _Side:
         error_code: ErrorCode | None = None,
     ) -> TunnelError:
         """An error about the frame being handled; the caller raises it."""
-        return kind(problem, direction=self.direction, offset=self.offset, frame=self.frame, error_code=error_code)
+        frame = None if self.frame is None else _describe(*self.frame)
+        return kind(problem, direction=self.direction, offset=self.offset, frame=frame, error_code=error_code)
 
 
 def _describe(frame_type: int, flags: int, stream_id: int, length: int) -> str:
@@ -300,7 +302,7 @@ class TunnelDecoder:
                 high, low, frame_type, flags, stream_id = _FRAME_HEADER.unpack(header)
                 length = (high << 8) | low
                 side.offset = side.consumed + pos
-                side.frame = _describe(frame_type, flags, stream_id & 0x7FFFFFFF, length)
+                side.frame = (frame_type, flags, stream_id & 0x7FFFFFFF, length)
                 if length > self.max_frame_size:
                     raise side.fail(
                         f"frame larger than the limit of {self.max_frame_size} bytes",
