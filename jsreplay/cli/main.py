@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
@@ -12,14 +13,29 @@ import click
 from jsreplay import __version__
 from jsreplay.cassette.errors import CassetteError, TruncatedCassetteWarning
 from jsreplay.protocol.registry import ProtocolError
-from jsreplay.serving import AddressError
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
 EXIT_ERROR = 2
 
-# Errors whose message is complete on its own: printed as one line, exit 2.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (CassetteError, ProtocolError, AddressError, OSError)
+# Each command is imported when it runs, so `show` and `diff` do not pay for loading gRPC servers.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "record": ("jsreplay.cli.record", "record_command"),
+    "replay": ("jsreplay.cli.replay", "replay_command"),
+    "verify": ("jsreplay.cli.verify", "verify_command"),
+    "show": ("jsreplay.cli.show", "show_command"),
+    "diff": ("jsreplay.cli.diff", "diff_command"),
+    "textconv": ("jsreplay.cli.textconv", "textconv_command"),
+}
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is complete on its own: printed as one line, exit 2."""
+    errors: list[type[BaseException]] = [CassetteError, ProtocolError, OSError]
+    serving = sys.modules.get("jsreplay.serving")  # only commands that listen can raise its AddressError
+    if serving is not None:
+        errors.append(serving.AddressError)
+    return tuple(errors)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -30,10 +46,23 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
 
 
 class Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = COMMANDS.get(cmd_name)
+        if found is None:
+            return None
+        module, attribute = found
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KNOWN_ERRORS as err:
+        except Exception as err:
+            if not isinstance(err, known_errors()):
+                raise
             click.echo(f"jsreplay: error: {err}", err=True)
             ctx.exit(EXIT_ERROR)
 
@@ -49,18 +78,6 @@ def cli(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="jsreplay: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     warnings.showwarning = _show_warning
-
-
-def _register_commands() -> None:
-    from jsreplay.cli import record, replay
-
-    cli.add_command(record.record_command)
-    cli.add_command(replay.replay_command)
-    cli.add_command(__import__("jsreplay.cli.verify", fromlist=["verify_command"]).verify_command)
-    __import__("jsreplay.cli.show", fromlist=["register"]).register(cli)  # show, diff, textconv
-
-
-_register_commands()
 
 
 def main() -> None:

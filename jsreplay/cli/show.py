@@ -133,13 +133,3 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
             write_output(render_mermaid(select_calls(view, methods), view))
         else:
             write_output(render_text(view, str(cassette), options))
-
-
-def register(group: click.Group) -> None:
-    """Add the inspect commands (show, diff, textconv) to the `jsreplay` group."""
-    from jsreplay.cli.diff import diff_command
-    from jsreplay.cli.textconv import textconv_command
-
-    group.add_command(show_command)
-    group.add_command(diff_command)
-    group.add_command(textconv_command)
