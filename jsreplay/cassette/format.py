@@ -490,34 +490,8 @@ class CassetteReader:
             raise CorruptCassetteError(self.path, str(err), offset=len(MAGIC)) from None
 
     def __iter__(self) -> Iterator[AnyEvent]:
-        while True:
-            offset = self._offset()
-            ok, record = self._next_object()
-            if not ok:
-                break
-            try:
-                for migration in self._migrations:
-                    record = migration.record(record)
-                event = record_to_event(record)
-            except _Bad as err:
-                raise CorruptCassetteError(self.path, str(err), offset=offset, event=self.events_read) from None
-            except Exception as err:
-                raise CorruptCassetteError(
-                    self.path, f"cannot upgrade record: {err}", offset=offset, event=self.events_read
-                ) from None
-            self.events_read += 1
+        for _, event in self.iter_with_offsets():
             yield event
-        leftover = self._offset()
-        size = os.fstat(self._file.fileno()).st_size
-        if leftover < size:
-            self.truncated_at = leftover
-            warnings.warn(
-                TruncatedCassetteWarning(
-                    f"{self.path}: ends inside a record at byte {leftover} of {size}; "
-                    f"kept the {self.events_read} complete events before it"
-                ),
-                stacklevel=2,
-            )
 
     def iter_with_offsets(self) -> Iterator[tuple[int, AnyEvent]]:
         """Like iterating the reader, with each event's record offset in the file (for `read_events_at`)."""
@@ -538,7 +512,7 @@ class CassetteReader:
                     f"{self.path}: ends inside a record at byte {leftover} of {size}; "
                     f"kept the {self.events_read} complete events before it"
                 ),
-                stacklevel=2,
+                stacklevel=3,
             )
 
     def close(self) -> None:
