@@ -30,13 +30,14 @@ from jsreplay.cassette.model import (
     metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
-from jsreplay.tunnel import CONNECTION_PREFACE, ErrorCode, InnerCall, RouterFrameType, application_metadata
+from jsreplay.tunnel import ErrorCode, InnerCall, application_metadata
 from jsreplay.tunnel.recorded import (
     ROUTER_STREAM,
     RouterFrame,
+    SideFinder,
     TunnelSide,
     decode_router_call,
-    parse_frame,
+    iter_router_frames,
 )
 
 STATUS_CODE_NAMES: tuple[str, ...] = (
@@ -61,8 +62,6 @@ STATUS_CODE_NAMES: tuple[str, ...] = (
 
 # What a caller sees when the server resets a stream without trailers (gRPC's HTTP/2 error-code mapping).
 _RESET_STATUS = {0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED", 0x7: "UNAVAILABLE", 0xC: "PERMISSION_DENIED"}
-_STREAM_REQUEST = "jumpstarter.v1.StreamRequest"
-_STREAM_RESPONSE = "jumpstarter.v1.StreamResponse"
 # A deadline cancel is recorded as the caller's cancel at (about) its deadline; allow for scheduling slack.
 _DEADLINE_SLACK = 0.98
 
@@ -308,11 +307,8 @@ def _frames(registry: Registry, call: Call) -> tuple[list[RouterFrame], list[Rou
     out: list[RouterFrame] = []
     into: list[RouterFrame] = []
     try:
-        for event in call.events:
-            if isinstance(event, ClientMessage):
-                out.append(parse_frame(registry, _STREAM_REQUEST, event.data))
-            elif isinstance(event, ServerMessage):
-                into.append(parse_frame(registry, _STREAM_RESPONSE, event.data))
+        for sent, frame in iter_router_frames(call, registry):
+            (out if sent else into).append(frame)
     except ProtocolError as err:
         return out, into, f"router frame does not decode: {err}"
     return out, into, None
@@ -431,25 +427,15 @@ def _pair_tunnels(router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[i
 
 def _peek_side(registry: Registry, call: Call) -> tuple[TunnelSide, str | None]:
     """Which end of the tunnel a router call was, from its first DATA frames only (the rest is not parsed)."""
-    heads: dict[type, bytes] = {ClientMessage: b"", ServerMessage: b""}
-    types: dict[type, str] = {ClientMessage: _STREAM_REQUEST, ServerMessage: _STREAM_RESPONSE}
+    finder = SideFinder()
     try:
-        for event in call.events:
-            kind = type(event)
-            if kind not in heads or len(heads[kind]) >= len(CONNECTION_PREFACE):
-                continue
-            frame = parse_frame(registry, types[kind], event.data)  # type: ignore[union-attr]
-            if frame.frame_type == RouterFrameType.DATA:
-                heads[kind] += frame.payload
-            if all(len(h) >= len(CONNECTION_PREFACE) for h in heads.values()):
+        for sent, frame in iter_router_frames(call, registry):
+            finder.add(sent, frame)
+            if finder.settled:
                 break
     except ProtocolError as err:
         return TunnelSide.UNKNOWN, f"router frame does not decode: {err}"
-    for kind, side in ((ClientMessage, TunnelSide.CLIENT), (ServerMessage, TunnelSide.EXPORTER)):
-        head = heads[kind]
-        if head and (head.startswith(CONNECTION_PREFACE) or CONNECTION_PREFACE.startswith(head)):
-            return side, None
-    return TunnelSide.UNKNOWN, None
+    return finder.side, None
 
 
 def _count_types(frames: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -26,13 +26,11 @@ from jsreplay.cassette.model import (
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.replay.script import Script, script_from_call, script_from_inner
 from jsreplay.tunnel.recorded import (
-    _REQUEST_TYPE,
-    _RESPONSE_TYPE,
     ROUTER_STREAM,
+    SideFinder,
     TunnelSide,
     decode_router_call,
-    parse_frame,
-    tunnel_side,
+    event_frame,
 )
 
 # How much of a router stream's first frames is kept to tell its side, at most (the HTTP/2 preface is 24 bytes).
@@ -128,7 +126,7 @@ class _RouterStream:
         self.start = start
         self.kept: list[AnyEvent] = []  # events other than messages (headers, half-close, status, cancel)
         self.offsets: list[int] = []  # every event after the start, in file order
-        self.prefix: list[AnyEvent] = []  # the first messages, until the side is known
+        self.finder = SideFinder()  # fed the first frames, until the side is known
         self.prefix_bytes = 0
         self.side: TunnelSide | None = None
 
@@ -139,30 +137,19 @@ class _RouterStream:
             return
         if self.side is not None:
             return
-        self.prefix.append(event)
+        try:
+            self.finder.add(*event_frame(registry, event))
+        except ProtocolError:
+            self.side = TunnelSide.UNKNOWN  # as tunnel_side decides for a frame that does not decode
+            return
         self.prefix_bytes += len(event.data)
-        if self.prefix_bytes >= SIDE_PREFIX_BYTES or _side_settled(self.prefix, registry):
-            self.settle(registry)
+        if self.prefix_bytes >= SIDE_PREFIX_BYTES or self.finder.settled:
+            self.settle()
 
-    def settle(self, registry: Registry) -> TunnelSide:
+    def settle(self) -> TunnelSide:
         if self.side is None:
-            self.side = tunnel_side(Call(start=self.start, events=tuple(self.prefix)), registry)
-            self.prefix = []
+            self.side = self.finder.side
         return self.side
-
-
-def _side_settled(prefix: list[AnyEvent], registry: Registry) -> bool:
-    """Whether `tunnel_side` on the whole call would look no further than `prefix` (it stops at the preface length)."""
-    sent = received = 0
-    try:
-        for event in prefix:
-            if isinstance(event, ClientMessage):
-                sent += len(parse_frame(registry, _REQUEST_TYPE, event.data).payload)
-            elif isinstance(event, ServerMessage):
-                received += len(parse_frame(registry, _RESPONSE_TYPE, event.data).payload)
-    except ProtocolError:
-        return True  # tunnel_side stops at the same frame
-    return max(sent, received) >= 24  # len(CONNECTION_PREFACE)
 
 
 def _loader(path: Path, start: CallStart, offsets: list[int]) -> Callable[[], Call]:
@@ -214,7 +201,7 @@ def load_library(paths: list[Path]) -> Library:
             held.append(start)
             held.extend(stream.kept)
             token = _bearer(metadata_get(start.metadata, "authorization"))
-            side = stream.settle(registry)
+            side = stream.settle()
             existing = library.tunnels.get(token)
             # Both peers' streams are recorded; the client's carries the inner calls we answer.
             if existing is not None and (side is not TunnelSide.CLIENT or existing.carries_calls):

@@ -9,6 +9,7 @@ decode tunnels through `decode_router_call`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
@@ -68,65 +69,84 @@ def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
     return RouterFrame(frame_type=int(message.frame_type), payload=bytes(message.payload))
 
 
-def _starts_with_preface(frames: list[RouterFrame]) -> bool:
-    head = b""
-    for frame in frames:
-        if frame.frame_type == RouterFrameType.DATA:
-            head += frame.payload
-            if len(head) >= len(CONNECTION_PREFACE):
-                break
-    return head.startswith(CONNECTION_PREFACE) or (
-        0 < len(head) < len(CONNECTION_PREFACE) and CONNECTION_PREFACE.startswith(head)
-    )
+def iter_router_frames(call: Call, registry: Registry) -> Iterator[tuple[bool, RouterFrame]]:
+    """The call's router frames in recorded order, each with whether this peer sent it (ProtocolError if one
+    does not decode)."""
+    for event in call.events:
+        if isinstance(event, ClientMessage | ServerMessage):
+            yield event_frame(registry, event)
+
+
+def event_frame(registry: Registry, event: ClientMessage | ServerMessage) -> tuple[bool, RouterFrame]:
+    """A recorded Stream message as (sent by this peer, frame)."""
+    sent = isinstance(event, ClientMessage)
+    return sent, parse_frame(registry, _REQUEST_TYPE if sent else _RESPONSE_TYPE, event.data)
+
+
+class SideFinder:
+    """Which peer a Stream call belongs to, from the first DATA bytes of each direction, fed frame by frame.
+
+    The side whose outgoing bytes start with the HTTP/2 connection preface is the client's; a tunnel cut short
+    still shows the start of it. `settled` is true once more frames cannot change the answer (this peer sent the
+    whole preface, or each direction has shown whether it starts with it), so callers can stop parsing there.
+    """
+
+    def __init__(self) -> None:
+        self._heads = {True: b"", False: b""}  # sent by this peer, received
+
+    def add(self, sent: bool, frame: RouterFrame) -> None:
+        head = self._heads[sent]
+        if frame.frame_type == RouterFrameType.DATA and len(head) < len(CONNECTION_PREFACE):
+            self._heads[sent] = head + frame.payload[: len(CONNECTION_PREFACE) - len(head)]
+
+    @staticmethod
+    def _decided(head: bytes) -> bool:
+        return len(head) >= len(CONNECTION_PREFACE) or not CONNECTION_PREFACE.startswith(head)
+
+    @property
+    def settled(self) -> bool:
+        sent, received = self._heads[True], self._heads[False]
+        if sent == CONNECTION_PREFACE:
+            return True
+        return bool(sent) and bool(received) and self._decided(sent) and self._decided(received)
+
+    @property
+    def side(self) -> TunnelSide:
+        for sent, side in ((True, TunnelSide.CLIENT), (False, TunnelSide.EXPORTER)):
+            head = self._heads[sent]
+            if head and CONNECTION_PREFACE.startswith(head):
+                return side
+        return TunnelSide.UNKNOWN
 
 
 def tunnel_side(call: Call, registry: Registry) -> TunnelSide:
     """Which peer a recorded Stream call belongs to, from its first frames only (cheap: no HTTP/2 decoding)."""
-    out: list[RouterFrame] = []
-    into: list[RouterFrame] = []
+    finder = SideFinder()
     try:
-        for event in call.events:
-            if isinstance(event, ClientMessage):
-                out.append(parse_frame(registry, _REQUEST_TYPE, event.data))
-            elif isinstance(event, ServerMessage):
-                into.append(parse_frame(registry, _RESPONSE_TYPE, event.data))
-            else:
-                continue
-            if sum(len(f.payload) for f in out) >= len(CONNECTION_PREFACE) or sum(len(f.payload) for f in into) >= len(
-                CONNECTION_PREFACE
-            ):
+        for sent, frame in iter_router_frames(call, registry):
+            finder.add(sent, frame)
+            if finder.settled:
                 break
     except ProtocolError:
         return TunnelSide.UNKNOWN
-    if _starts_with_preface(out):
-        return TunnelSide.CLIENT
-    if _starts_with_preface(into):
-        return TunnelSide.EXPORTER
-    return TunnelSide.UNKNOWN
+    return finder.side
 
 
 def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
     """Decode the frames of one recorded Stream call, and the inner calls they carry, in recorded order."""
     tunnel = RecordedTunnel(call_id=call.call_id, side=TunnelSide.UNKNOWN)
     ordered: list[tuple[bool, RouterFrame]] = []  # (sent by this peer, frame)
+    finder = SideFinder()
     try:
-        for event in call.events:
-            if isinstance(event, ClientMessage):
-                frame = parse_frame(registry, _REQUEST_TYPE, event.data)
-                tunnel.frames_out.append(frame)
-                ordered.append((True, frame))
-            elif isinstance(event, ServerMessage):
-                frame = parse_frame(registry, _RESPONSE_TYPE, event.data)
-                tunnel.frames_in.append(frame)
-                ordered.append((False, frame))
+        for sent, frame in iter_router_frames(call, registry):
+            (tunnel.frames_out if sent else tunnel.frames_in).append(frame)
+            ordered.append((sent, frame))
+            finder.add(sent, frame)
     except ProtocolError as err:
         tunnel.error = f"router frame does not decode: {err}"
         return tunnel
-    if _starts_with_preface(tunnel.frames_out):
-        tunnel.side = TunnelSide.CLIENT
-    elif _starts_with_preface(tunnel.frames_in):
-        tunnel.side = TunnelSide.EXPORTER
-    else:
+    tunnel.side = finder.side
+    if tunnel.side is TunnelSide.UNKNOWN:
         return tunnel
     client_sends = tunnel.side is TunnelSide.CLIENT
     decoder = TunnelDecoder()
