@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -215,20 +214,26 @@ def write(path: Path, plan: list[Step], sessions: int, redactor: Redactor | None
 # ------------------------------------------------------------------------------------------ read (child process)
 
 
-def _maxrss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+def _peak_rss_kib() -> int:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report at least its parent's
+    # RSS at fork (the parent holds the write plan).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (this benchmark needs Linux)")
 
 
 def child_baseline() -> dict[str, Any]:
     """What an interpreter that imported the same modules (and nothing else) peaks at."""
-    return {"maxrss_kib": _maxrss_kib()}
+    return {"peak_rss_kib": _peak_rss_kib()}
 
 
 def child_read(path: Path, use_tracemalloc: bool) -> dict[str, Any]:
     """Stream the cassette, dropping each event, like `jsreplay show` or a replay index pass would."""
     import tracemalloc
 
-    before = _maxrss_kib()
+    before = _peak_rss_kib()
     if use_tracemalloc:
         tracemalloc.start()
     n = 0
@@ -247,8 +252,8 @@ def child_read(path: Path, use_tracemalloc: bool) -> dict[str, Any]:
         "data_bytes": data_bytes,
         "seconds": elapsed,
         "truncated_at": truncated,
-        "maxrss_before_read_kib": before,
-        "maxrss_kib": _maxrss_kib(),
+        "peak_rss_before_read_kib": before,
+        "peak_rss_kib": _peak_rss_kib(),
         "tracemalloc_peak": peak,
     }
 
@@ -350,9 +355,9 @@ def main() -> None:
             f"{'read':<28} {r['events']:>9,} ev {w.file_bytes / MB:>8.1f} MB  {r['seconds']:>6.2f} s  "
             f"{r['events'] / r['seconds']:>9,.0f} ev/s  {w.file_bytes / MB / r['seconds']:>7.1f} MB/s"
         )
-        base_mb = base["maxrss_kib"] * 1024 / MB
-        peak_mb = r["maxrss_kib"] * 1024 / MB
-        before_mb = r["maxrss_before_read_kib"] * 1024 / MB
+        base_mb = base["peak_rss_kib"] * 1024 / MB
+        peak_mb = r["peak_rss_kib"] * 1024 / MB
+        before_mb = r["peak_rss_before_read_kib"] * 1024 / MB
         delta = peak_mb - base_mb
         print(
             f"reader peak RSS {peak_mb:.1f} MB; import-only interpreter {base_mb:.1f} MB; "
