@@ -195,6 +195,22 @@ def test_hpack_state_is_per_direction(conn: Conn) -> None:
         assert dict(events[0].metadata)["shared"] == f"s{stream_id}"
 
 
+def test_same_header_block_bytes_decode_by_each_tables_entries() -> None:
+    # Decoded header blocks are reused across connections (see _HEADER_CACHE): a block that only refers to
+    # dynamic table entries must still read each connection's own entries.
+    seen = []
+    for value in ("one", "two", "one"):
+        conn = Conn()
+        first = conn.client.headers(1, request_fields(GET_REPORT, ("x-run", value)))
+        again = conn.client.headers(3, request_fields(GET_REPORT, ("x-run", value)))
+        conn.c(first)
+        (event,) = conn.c(again)
+        assert isinstance(event, RequestHeaders)
+        seen.append((again, dict(event.metadata)["x-run"]))
+    assert seen[0][0] == seen[1][0] == seen[2][0]  # the same bytes every time...
+    assert [value for _, value in seen] == ["one", "two", "one"]  # ...read against different tables
+
+
 def test_trailers_only_response_with_percent_encoded_details(conn: Conn) -> None:
     conn.open()
     fields = [*response_fields(), ("grpc-status", "5"), ("grpc-message", "nicht gefunden: 100%25 %C3%BC %zz")]
