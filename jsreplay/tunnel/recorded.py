@@ -9,8 +9,11 @@ decode tunnels through `decode_router_call`.
 from __future__ import annotations
 
 import enum
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
 
 from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
 from jsreplay.protocol.registry import ProtocolError, Registry
@@ -64,8 +67,21 @@ class RecordedTunnel:
         return sum(len(f.payload) for f in self.frames_in)
 
 
+# Per registry and type name: the router frame's message class (finding it costs more than parsing a small frame).
+_FRAME_CLASSES: weakref.WeakKeyDictionary[Registry, dict[str, type[Message]]] = weakref.WeakKeyDictionary()
+
+
 def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
-    message = registry.parse(type_name, data)
+    classes = _FRAME_CLASSES.get(registry)
+    if classes is None:
+        classes = _FRAME_CLASSES[registry] = {}
+    cls = classes.get(type_name)
+    if cls is None:
+        cls = classes[type_name] = registry.message_class(type_name)
+    try:
+        message = cls.FromString(data)
+    except Exception:
+        message = registry.parse(type_name, data)  # raises the registry's own error for these bytes
     return RouterFrame(frame_type=int(message.frame_type), payload=bytes(message.payload))
 
 

@@ -1,16 +1,19 @@
 """The decoder parses its most frequent frame types itself: it must accept, reject and extract exactly what
-hyperframe's parser does, with hyperframe's messages."""
+hyperframe's parser does, with hyperframe's messages. Router frames parse with a cached message class."""
 
 from __future__ import annotations
 
 import struct
 
+import pytest
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.tunnel.decoder import _FREQUENT, _MalformedFrame, _parse_frequent
+from jsreplay.tunnel.recorded import RouterFrame, parse_frame
 
 _HEADER = struct.Struct(">HBBBI")
 
@@ -57,3 +60,11 @@ def test_frequent_frames_parse_as_hyperframe_parses_them(
     frame_type: int, flags: int, stream_id: int, body: bytes
 ) -> None:
     assert _ours(frame_type, flags, stream_id, body) == _hyperframe(frame_type, flags, stream_id, body)
+
+
+def test_router_frames_parse_with_the_registry_and_fail_with_its_error() -> None:
+    registry = Registry.default()
+    data = registry.encode("jumpstarter.v1.StreamRequest", {"payload": b"abc", "frame_type": 0})
+    assert parse_frame(registry, "jumpstarter.v1.StreamRequest", data) == RouterFrame(frame_type=0, payload=b"abc")
+    with pytest.raises(ProtocolError, match=r"cannot decode 2 bytes as jumpstarter\.v1\.StreamResponse"):
+        parse_frame(registry, "jumpstarter.v1.StreamResponse", b"\xff\xff")
