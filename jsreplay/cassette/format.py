@@ -9,10 +9,12 @@ See README.md, "Cassette format", for the layout in full.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -213,6 +215,51 @@ _RECORD_LENGTH = {
 _KINDS = {int(kind): kind for kind in EventKind}
 
 
+def _message_builders() -> tuple[Callable[..., ClientMessage], Callable[..., ServerMessage]]:
+    """Positional constructors for the two message events, most of every cassette.
+
+    They fill the slots as the frozen dataclass's __init__ does, minus its per-field `object.__setattr__` calls
+    (a third of the time). Should the model's fields change, they are the dataclasses, called by keyword.
+    """
+    client_fields = ("call_id", "seq", "t_ns", "data")
+    server_fields = (*client_fields, "forwarded")
+    new = object.__new__
+    classes = (ClientMessage, ServerMessage)
+    if (
+        tuple(f.name for f in dataclasses.fields(ClientMessage)) != client_fields
+        or tuple(f.name for f in dataclasses.fields(ServerMessage)) != server_fields
+        or not all(hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__") for cls in classes)
+    ):
+        return (
+            lambda *values: ClientMessage(**dict(zip(client_fields, values, strict=True))),
+            lambda *values: ServerMessage(**dict(zip(server_fields, values, strict=True))),
+        )
+    call_id, seq, t_ns, c_data = (getattr(ClientMessage, name).__set__ for name in client_fields)
+    s_data, forwarded = (getattr(ServerMessage, name).__set__ for name in server_fields[3:])
+
+    def client_message(a: int, b: int, c: int, d: bytes) -> ClientMessage:
+        event: ClientMessage = new(ClientMessage)
+        call_id(event, a)
+        seq(event, b)
+        t_ns(event, c)
+        c_data(event, d)
+        return event
+
+    def server_message(a: int, b: int, c: int, d: bytes, e: bytes | None) -> ServerMessage:
+        event: ServerMessage = new(ServerMessage)
+        call_id(event, a)
+        seq(event, b)
+        t_ns(event, c)
+        s_data(event, d)
+        forwarded(event, e)
+        return event
+
+    return client_message, server_message
+
+
+_client_message, _server_message = _message_builders()
+
+
 def record_to_event(record: Any) -> AnyEvent:
     # The hot path of every reader (show and diff decode whole cassettes): the common fields are checked inline
     # and the two message kinds, most records, come first.
@@ -232,15 +279,16 @@ def record_to_event(record: Any) -> AnyEvent:
     if type(t_ns) is not int:
         raise _Bad(_type_problem(t_ns, "time offset"))
     if kind is EventKind.CLIENT_MESSAGE:
-        return ClientMessage(call_id=call_id, seq=seq, t_ns=t_ns, data=_bytes(record[4], "message"))
+        data = record[4]
+        return _client_message(call_id, seq, t_ns, data if type(data) is bytes else _bytes(data, "message"))
     if kind is EventKind.SERVER_MESSAGE:
-        forwarded = record[5]
-        return ServerMessage(
-            call_id=call_id,
-            seq=seq,
-            t_ns=t_ns,
-            data=_bytes(record[4], "message"),
-            forwarded=None if forwarded is None else _bytes(forwarded, "forwarded message"),
+        data, forwarded = record[4], record[5]
+        return _server_message(
+            call_id,
+            seq,
+            t_ns,
+            data if type(data) is bytes else _bytes(data, "message"),
+            None if forwarded is None else _bytes(forwarded, "forwarded message"),
         )
     match kind:
         case EventKind.CALL_START:
@@ -490,17 +538,34 @@ class CassetteReader:
             raise CorruptCassetteError(self.path, str(err), offset=len(MAGIC)) from None
 
     def __iter__(self) -> Iterator[AnyEvent]:
-        for _, event in self.iter_with_offsets():
-            yield event
+        return map(itemgetter(1), self.iter_with_offsets())  # no generator of its own: show reads 100k+ events
 
     def iter_with_offsets(self) -> Iterator[tuple[int, AnyEvent]]:
         """Like iterating the reader, with each event's record offset in the file (for `read_events_at`)."""
+        # The hot loop of show and diff: _next_object and _decode_record inlined.
+        unpacker = self._unpacker
+        chain = self._migrations
         while True:
-            offset = self._offset()
-            ok, record = self._next_object()
-            if not ok:
+            offset = len(MAGIC) + self._consumed
+            try:
+                record = unpacker.unpack()
+            except msgpack.OutOfData:
+                if self._fill():
+                    continue
                 break
-            event = _decode_record(self.path, self._migrations, record, offset, self.events_read)
+            except Exception as err:  # msgpack raises ValueError, TypeError, UnicodeDecodeError, StackError...
+                raise CorruptCassetteError(self.path, f"malformed msgpack: {err}", offset=offset) from None
+            self._consumed = unpacker.tell()
+            try:
+                for migration in chain:
+                    record = migration.record(record)
+                event = record_to_event(record)
+            except _Bad as err:
+                raise CorruptCassetteError(self.path, str(err), offset=offset, event=self.events_read) from None
+            except Exception as err:
+                raise CorruptCassetteError(
+                    self.path, f"cannot upgrade record: {err}", offset=offset, event=self.events_read
+                ) from None
             self.events_read += 1
             yield offset, event
         leftover = self._offset()
@@ -512,7 +577,7 @@ class CassetteReader:
                     f"{self.path}: ends inside a record at byte {leftover} of {size}; "
                     f"kept the {self.events_read} complete events before it"
                 ),
-                stacklevel=3,
+                stacklevel=2,  # the loop that iterates (plain iteration adds no frame: see __iter__)
             )
 
     def close(self) -> None:
