@@ -10,7 +10,7 @@ import datetime
 import fnmatch
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jsreplay.cassette.model import Metadata
@@ -122,26 +122,45 @@ def _metadata_text(metadata: Metadata) -> str:
     return ", ".join(parts)
 
 
-def _message_lines(message: ViewMessage, arrow: str, indent: str, options: ShowOptions) -> list[str]:
+@dataclass
+class _RenderMemo:
+    """What one render has already produced, keyed by the identity of decoded values.
+
+    Identical messages share one decoded value (see `view._MessageDecoder`), so each is laid out once. The view
+    holds every value for the whole render, so no identity is reused while the memo lives.
+    """
+
+    inline: dict[int, str] = field(default_factory=dict)  # value or part of one -> its one-line text
+    lines: dict[tuple[int, str, str, str], list[str]] = field(default_factory=dict)
+
+
+def _message_lines(message: ViewMessage, arrow: str, indent: str, options: ShowOptions, memo: _RenderMemo) -> list[str]:
     type_name = message.type_name.rsplit(".", 1)[-1] if message.type_name else "?"
     if options.raw or message.value is None:
         why = f"  ({message.error})" if message.error and not options.raw else ""
         data = message.data
         if len(data) <= RAW_LINE_BYTES:
             return [f"{indent}{arrow} {type_name} {len(data)} B: {data.hex() or '(empty)'}{why}"]
-        lines = [f"{indent}{arrow} {type_name} {len(data)} B:{why}"]
+        raw = [f"{indent}{arrow} {type_name} {len(data)} B:{why}"]
         for offset in range(0, len(data), RAW_LINE_BYTES):
-            lines.append(f"{indent}    {offset:06x}  {data[offset : offset + RAW_LINE_BYTES].hex()}")
-        return lines
-    memo: dict[int, str] = {}
-    flat = inline_text(message.value, _memo=memo)
-    head = f"{indent}{arrow} {type_name} "
-    if len(head) + len(flat) <= options.width:
-        return [head + flat]
-    return [head.rstrip(), *block_lines(message.value, indent + "    ", options.width, _memo=memo)]
+            raw.append(f"{indent}    {offset:06x}  {data[offset : offset + RAW_LINE_BYTES].hex()}")
+        return raw
+    key = (id(message.value), arrow, indent, type_name)
+    lines = memo.lines.get(key)
+    if lines is None:
+        flat = inline_text(message.value, _memo=memo.inline)
+        head = f"{indent}{arrow} {type_name} "
+        if len(head) + len(flat) <= options.width:
+            lines = [head + flat]
+        else:
+            lines = [head.rstrip(), *block_lines(message.value, indent + "    ", options.width, _memo=memo.inline)]
+        memo.lines[key] = lines
+    return lines
 
 
-def _call_lines(call: ViewCall, indent: str, options: ShowOptions, view: CassetteView) -> Iterator[str]:
+def _call_lines(
+    call: ViewCall, indent: str, options: ShowOptions, view: CassetteView, memo: _RenderMemo
+) -> Iterator[str]:
     caller = call.caller or "-"
     if call.stream is not None:
         counts = _stream_counts(call.stream)
@@ -166,18 +185,18 @@ def _call_lines(call: ViewCall, indent: str, options: ShowOptions, view: Cassett
         yield f"{body}details: {call.end.details}"
     stream = call.stream
     if stream is not None:
-        yield from _tunnel_lines(call, stream, body, options, view)
+        yield from _tunnel_lines(call, stream, body, options, view, memo)
         return
     if not call.known:
         yield f"{body}(method not in the cassette's schema: messages shown as bytes)"
     for message in call.requests:
-        yield from _message_lines(message, ">", body, options)
+        yield from _message_lines(message, ">", body, options, memo)
     for message in call.responses:
-        yield from _message_lines(message, "<", body, options)
+        yield from _message_lines(message, "<", body, options, memo)
 
 
 def _tunnel_lines(
-    call: ViewCall, stream: RouterStream, body: str, options: ShowOptions, view: CassetteView
+    call: ViewCall, stream: RouterStream, body: str, options: ShowOptions, view: CassetteView, memo: _RenderMemo
 ) -> Iterator[str]:
     frames = f"frames out: {_frame_types(stream.types_out)}; in: {_frame_types(stream.types_in)}"
     peer = f", peer #{stream.peer}" if stream.peer is not None else ", other end not recorded"
@@ -191,7 +210,7 @@ def _tunnel_lines(
     if stream.error:
         yield f"{body}tunnel decoding stopped: {stream.error}"
     for inner_call in call.inner or []:
-        yield from _call_lines(inner_call, body + "  ", options, view)
+        yield from _call_lines(inner_call, body + "  ", options, view, memo)
 
 
 def render_text(view: CassetteView, name: str, options: ShowOptions | None = None) -> Iterator[str]:
@@ -221,8 +240,9 @@ def render_text(view: CassetteView, name: str, options: ShowOptions | None = Non
     if view.truncated_at is not None:
         yield f"  truncated: the file ends inside a record at byte {view.truncated_at}; later events are lost"
     yield ""
+    memo = _RenderMemo()
     for call in calls:
-        yield from _call_lines(call, "", options, view)
+        yield from _call_lines(call, "", options, view, memo)
 
 
 # ---------------------------------------------------------------------------------------------------- JSON

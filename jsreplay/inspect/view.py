@@ -276,6 +276,35 @@ def decode_message(registry: Registry, type_name: str | None, data: bytes, *, de
         return ViewMessage(data=data, type_name=type_name, error=str(err))
 
 
+class _MessageDecoder:
+    """`decode_message` for one view, with identical messages (same type, same bytes) decoded once.
+
+    Polls, repeated driver calls and every tunnel's opening calls send the same bytes again and again; their
+    `ViewMessage`s share one decoded value (nothing downstream mutates values).
+    """
+
+    MAX_BYTES = 4096  # bigger messages are rarely repeated; hashing them would cost more than it saves
+
+    def __init__(self, registry: Registry, decode: bool) -> None:
+        self.registry = registry
+        self.decode = decode
+        self._memo: dict[tuple[str, bytes], tuple[dict[str, Any] | None, str | None]] = {}
+
+    def __call__(self, type_name: str | None, data: bytes, t_ns: int | None = None) -> ViewMessage:
+        if type_name is None or not self.decode or len(data) > self.MAX_BYTES:
+            message = decode_message(self.registry, type_name, data, decode=self.decode)
+        else:
+            key = (type_name, data)
+            known = self._memo.get(key)
+            if known is None:
+                message = decode_message(self.registry, type_name, data)
+                self._memo[key] = (message.value, message.error)
+            else:
+                message = ViewMessage(data=data, type_name=type_name, value=known[0], error=known[1])
+        message.t_ns = t_ns
+        return message
+
+
 def _outer_end(call: Call) -> CallEnd:
     for event in call.events:
         if isinstance(event, Status):
@@ -325,14 +354,14 @@ def _message_types(registry: Registry, method: str) -> tuple[str | None, str | N
     return info.request_type, info.response_type, True
 
 
-def _inner_view(registry: Registry, inner: InnerCall, decode: bool) -> ViewCall:
+def _inner_view(decoder: _MessageDecoder, inner: InnerCall) -> ViewCall:
     method = inner.method or "?"
-    request_type, response_type, known = _message_types(registry, method)
+    request_type, response_type, known = _message_types(decoder.registry, method)
 
     def message(type_name: str | None, data: bytes, compressed: bool) -> ViewMessage:
         if compressed:  # grpc-encoding other than identity: the bytes are not a protobuf message
             return ViewMessage(data=data, type_name=type_name, error="compressed message")
-        return decode_message(registry, type_name, data, decode=decode)
+        return decoder(type_name, data)
 
     end_seq = inner.closed_seq if inner.closed_seq is not None else 1 << 62
     return ViewCall(
@@ -352,8 +381,8 @@ def _inner_view(registry: Registry, inner: InnerCall, decode: bool) -> ViewCall:
     )
 
 
-def _outer_view(registry: Registry, call: Call, decode: bool) -> ViewCall:
-    request_type, response_type, known = _message_types(registry, call.method)
+def _outer_view(decoder: _MessageDecoder, call: Call) -> ViewCall:
+    request_type, response_type, known = _message_types(decoder.registry, call.method)
     requests: list[ViewMessage] = []
     responses: list[ViewMessage] = []
     if call.method == ROUTER_STREAM:
@@ -366,13 +395,9 @@ def _outer_view(registry: Registry, call: Call, decode: bool) -> ViewCall:
     else:
         for event in call.events:
             if isinstance(event, ClientMessage):
-                message = decode_message(registry, request_type, event.data, decode=decode)
-                message.t_ns = event.t_ns
-                requests.append(message)
+                requests.append(decoder(request_type, event.data, event.t_ns))
             elif isinstance(event, ServerMessage):
-                message = decode_message(registry, response_type, event.data, decode=decode)
-                message.t_ns = event.t_ns
-                responses.append(message)
+                responses.append(decoder(response_type, event.data, event.t_ns))
     end = _outer_end(call)
     status = call.status
     kind = metadata_get(call.start.metadata, "jumpstarter-kind")
@@ -462,10 +487,10 @@ class DecodedTunnel:
     frames_in: list[tuple[str, int]]
 
 
-def _decode_tunnel(registry: Registry, call: Call, decode: bool) -> DecodedTunnel:
-    tunnel = decode_router_call(call, registry)
+def _decode_tunnel(decoder: _MessageDecoder, call: Call) -> DecodedTunnel:
+    tunnel = decode_router_call(call, decoder.registry)
     return DecodedTunnel(
-        calls=[_inner_view(registry, inner, decode) for inner in tunnel.calls],
+        calls=[_inner_view(decoder, inner) for inner in tunnel.calls],
         error=tunnel.error,
         frames_out=[(f.type_name, len(f.payload)) for f in tunnel.frames_out],
         frames_in=[(f.type_name, len(f.payload)) for f in tunnel.frames_in],
@@ -473,11 +498,11 @@ def _decode_tunnel(registry: Registry, call: Call, decode: bool) -> DecodedTunne
 
 
 def _attach_tunnels(
-    registry: Registry,
+    decoder: _MessageDecoder,
     router_calls: Sequence[tuple[Call, ViewCall]],
-    decode: bool,
     progress: ProgressFn | None,
 ) -> None:
+    registry = decoder.registry
     for call, view in router_calls:
         side, error = _peek_side(registry, call)
         view.stream = RouterStream(side=side, error=error)
@@ -509,7 +534,7 @@ def _attach_tunnels(
     for done, (call, view) in enumerate(holders):
         if progress is not None and done % 16 == 0:
             progress("decoding tunnels", done, len(holders))
-        tunnel = _decode_tunnel(registry, call, decode)
+        tunnel = _decode_tunnel(decoder, call)
         assert view.stream is not None
         holder_ids.add(view.id)
         _fill_counts(view.stream, tunnel.frames_out, tunnel.frames_in)
@@ -543,17 +568,18 @@ def build_view(
     --no-tunnel). `progress` is called now and then while decoding.
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
+    decoder = _MessageDecoder(registry, decode)
     views: list[ViewCall] = []
     router_calls: list[tuple[Call, ViewCall]] = []
     total = len(calls)
     for i, call in enumerate(calls):
-        view = _outer_view(registry, call, decode)
+        view = _outer_view(decoder, call)
         views.append(view)
         if call.method == ROUTER_STREAM:
             router_calls.append((call, view))
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(registry, router_calls, decode, progress)
+        _attach_tunnels(decoder, router_calls, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
