@@ -464,7 +464,13 @@ def timed(name, fn):
             timings[name] += time.perf_counter() - start
     return wrapper
 library.decode_router_call = timed("decode_router_call", library.decode_router_call)
-ReplayHandler._causal_dependencies = staticmethod(timed("causal_dependencies", ReplayHandler._causal_dependencies))
+server_module = importlib.import_module("jsreplay.replay.server")
+if hasattr(server_module, "CausalIndex"):  # built by ReplayHandler from its module's globals
+    server_module.CausalIndex = timed("causal_dependencies", server_module.CausalIndex)
+else:  # before the causal index: a table of every response's causes
+    ReplayHandler._causal_dependencies = staticmethod(
+        timed("causal_dependencies", ReplayHandler._causal_dependencies)
+    )
 
 path = Path(sys.argv[1])
 trace = sys.argv[2] == "trace"

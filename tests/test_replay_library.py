@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import gc
+import types
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jsreplay.cassette import migrations
-from jsreplay.cassette.errors import CassetteError, TruncatedCassetteWarning
+from jsreplay.cassette.errors import CassetteError, CorruptCassetteError, TruncatedCassetteWarning
 from jsreplay.cassette.format import CassetteReader, read_cassette, read_events_at, write_cassette
 from jsreplay.cassette.model import (
+    AnyEvent,
     CallStart,
     Cassette,
     ClientHalfClose,
     ClientMessage,
+    Event,
     Header,
     Redaction,
     Role,
@@ -24,7 +29,8 @@ from jsreplay.cassette.model import (
 )
 from jsreplay.protocol.registry import Registry
 from jsreplay.replay.library import SIDE_PREFIX_BYTES, Tunnel, load_library
-from jsreplay.replay.script import Script, script_from_call, script_from_inner
+from jsreplay.replay.script import RecordedResponses, Script, ScriptedResponse, script_from_call, script_from_inner
+from jsreplay.replay.server import CausalIndex
 from jsreplay.tunnel.recorded import ROUTER_STREAM, decode_router_call, tunnel_side
 
 RECORDED = Path(__file__).resolve().parent.parent / "cassettes" / "power-echo.msgpack"
@@ -93,14 +99,13 @@ def _script_view(script: Script) -> tuple[object, ...]:
     return (
         script.key,
         script.method,
-        script.requests,
-        script.responses,
+        list(script.requests),
+        list(script.responses),  # recorded responses are read back from the file here
         script.initial_metadata,
         script.code,
         script.details,
         script.trailing_metadata,
         script.status_after_requests,
-        script.request_metadata,
         script.start_seq,
         script.peer,
     )
@@ -142,15 +147,7 @@ def test_library_matches_a_full_decode_of_a_recorded_cassette() -> None:
 
 
 def _held_messages(tunnel: Tunnel) -> list[object]:
-    found = []
-    for value in vars(tunnel).values():
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, ClientMessage | ServerMessage):
-                found.append(item)
-            events = getattr(item, "events", ())
-            found.extend(e for e in events if isinstance(e, ClientMessage | ServerMessage))
-    return found
+    return [obj for obj in _reachable(tunnel) if isinstance(obj, ClientMessage | ServerMessage)]
 
 
 def test_router_frames_are_not_held_after_loading() -> None:
@@ -160,9 +157,106 @@ def test_router_frames_are_not_held_after_loading() -> None:
     assert library.tunnels
     for tunnel in library.tunnels.values():
         assert _held_messages(tunnel) == []
-        assert tunnel.stream.requests == [] and tunnel.stream.responses == []
-    _, loaded = library.cassettes[0]
-    router_ids = {s.call_id for s in loaded.events if isinstance(s, CallStart) and s.method == ROUTER_STREAM}
-    held = [e for e in loaded.events if e.call_id in router_ids and isinstance(e, ClientMessage | ServerMessage)]
-    assert held == []
+        assert not tunnel.stream.requests and not tunnel.stream.responses
     assert SIDE_PREFIX_BYTES <= 64 << 10
+
+
+def _reachable(root: object) -> Iterator[object]:
+    """Everything `root` refers to, through containers and objects (not into classes, modules or registries)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType | Registry | Path):
+            continue
+        seen.add(id(obj))
+        yield obj
+        todo.extend(gc.get_referents(obj))
+
+
+def test_the_library_holds_no_events_and_its_index_is_small() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedCassetteWarning)
+        library = load_library([RECORDED])
+        cassette = read_cassette(RECORDED)
+    assert library.scripts and library.tunnels
+    held = list(_reachable((library.scripts, library.tunnels)))
+    assert not [obj for obj in held if isinstance(obj, Event)]
+    # Responses are positions in the file: no recorded response's bytes are held (only requests, for matching).
+    requests = {data for call in cassette.calls() if call.method != ROUTER_STREAM for data in call.requests}
+    big_responses = {data for call in cassette.calls() for data in call.responses if len(data) > 64}
+    held_bytes = [obj for obj in held if isinstance(obj, bytes) and len(obj) > 64]
+    assert not [b for b in held_bytes if b in big_responses and b not in requests]
+    size = library.index_bytes()
+    assert 0 < size < RECORDED.stat().st_size // 4
+    library.close()
+
+
+def _cut_call_cassette(path: Path) -> list[bytes]:
+    """A stream whose recording ended on a response: the file's last record is a message."""
+    replies = [b"a" * 10, b"b" * 100_000, b"c" * 3]
+    events: list[AnyEvent] = [
+        CallStart(call_id=1, seq=0, t_ns=100, method="/a.B/S", role=Role.CONTROLLER, metadata=(), peer="", target=""),
+        ClientMessage(call_id=1, seq=1, t_ns=110, data=b"q"),
+    ]
+    events += [ServerMessage(call_id=1, seq=2 + i, t_ns=200 + i, data=r, forwarded=None) for i, r in enumerate(replies)]
+    write_cassette(path, Cassette(header=_header(), events=tuple(events)), redactor=None)
+    return replies
+
+
+def test_responses_are_read_back_by_position_up_to_the_last_record(tmp_path: Path) -> None:
+    path = tmp_path / "c.msgpack"
+    replies = _cut_call_cassette(path)
+    library = load_library([path])
+    (script,) = library.scripts
+    assert script.code is None and list(script.requests) == [b"q"]
+    assert isinstance(script.responses, RecordedResponses) and len(script.responses) == 3
+    assert [r.data for r in script.responses] == replies
+    assert script.responses[-1] == ScriptedResponse(after_requests=1, data=b"c" * 3, seq=4, t_ns=102)
+    assert [r.seq for r in script.responses[1:]] == [3, 4]
+    with pytest.raises(IndexError):
+        script.responses[3]
+    # A cassette cut inside its last record: the responses before the cut still read back whole.
+    cut = tmp_path / "cut.msgpack"
+    cut.write_bytes(path.read_bytes()[:-1])
+    with pytest.warns(TruncatedCassetteWarning):
+        truncated = load_library([cut])
+    assert [r.data for r in truncated.scripts[0].responses] == replies[:2]
+    library.close()
+    truncated.close()
+
+
+def test_a_cassette_changed_after_loading_is_an_error_not_a_wrong_reply(tmp_path: Path) -> None:
+    path = tmp_path / "c.msgpack"
+    replies = _cut_call_cassette(path)
+    library = load_library([path])
+    responses = library.scripts[0].responses
+    assert responses[0].data == replies[0]
+    library.close()  # a later read opens the file again, and finds other records where the responses were
+    data = path.read_bytes()
+    path.write_bytes(data[:-30_000])
+    with pytest.raises(CorruptCassetteError):
+        responses[1]
+    path.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    with pytest.raises(CorruptCassetteError):
+        responses[2]
+
+
+def test_causes_found_at_send_time_are_the_latest_call_of_each_other_peer() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedCassetteWarning)
+        library = load_library([RECORDED])
+    index = CausalIndex(library.scripts)
+    found = 0
+    for script in library.scripts:
+        for seq in [response.seq for response in script.responses]:
+            expected = []
+            for peer in dict.fromkeys(s.peer for s in library.scripts if s.peer and s.peer != script.peer):
+                before = [s for s in library.scripts if s.peer == peer and s.start_seq < seq]
+                latest = max(before, key=lambda s: s.start_seq, default=None)
+                if latest is not None and latest.start_seq > script.start_seq:
+                    expected.append((peer, latest.key))
+            assert sorted(index.of(script, seq)) == sorted(expected)
+            found += bool(expected)
+    assert found  # the recording has responses that waited for the other peer
+    library.close()

@@ -1,13 +1,19 @@
-"""Cassettes loaded for replay: scripts for controller calls, and the decoded tunnels behind each router token.
+"""Cassettes loaded for replay: an index of where each recorded call's messages are, read back when they are sent.
 
-Loading streams each cassette once. Controller calls are small and kept (matching needs their messages); router
-streams (the tunnels) hold almost all of a cassette's bytes, so only their start, their small events and the
-byte offsets of the rest are kept, and a tunnel's frames are read back from the file when it is first used.
+Loading streams each cassette once and keeps no events. A controller call becomes a `Script` holding what matching
+and serving need up front (method, requests, metadata, status, peer) and where each response's record is in the
+file (`RecordedResponses`: read with one `pread` when sent). A router stream (a tunnel, almost all of a cassette's
+bytes) keeps only the offsets of its records, in an array, and its frames are read back when the tunnel is first
+used. So what the library holds grows with the number of calls and events, not with the bytes they carried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+import os
+import sys
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +26,14 @@ from jsreplay.cassette.model import (
     ClientMessage,
     Header,
     Role,
+    ServerHeaders,
     ServerMessage,
+    Status,
     metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry
-from jsreplay.replay.script import Script, script_from_call, script_from_inner
+from jsreplay.replay.records import RecordFile
+from jsreplay.replay.script import RecordedResponses, Script, call_peer, script_from_inner
 from jsreplay.tunnel.recorded import (
     ROUTER_STREAM,
     SideFinder,
@@ -33,7 +42,7 @@ from jsreplay.tunnel.recorded import (
     event_frame,
 )
 
-# How much of a router stream's first frames is kept to tell its side, at most (the HTTP/2 preface is 24 bytes).
+# How much of a router stream's first frames is looked at to tell its side, at most (the HTTP/2 preface is 24 bytes).
 SIDE_PREFIX_BYTES = 64 << 10
 
 
@@ -42,34 +51,28 @@ class Tunnel:
 
     Decoding every tunnel of a big cassette at start-up would dominate the replay server's start, and holding its
     frames would cost as much memory as the file: most are never asked for, so only the side (a look at the first
-    frames) is found up front and `load` reads the stream's events back from the cassette when `inner` is needed.
+    frames) is found up front, and the stream's records are read back from the cassette when `inner` is needed.
     """
 
     def __init__(
-        self,
-        token: str,
-        call: Call,
-        side: TunnelSide,
-        source: str,
-        registry: Registry,
-        load: Callable[[], Call] | None = None,
+        self, token: str, side: TunnelSide, stream: Script, registry: Registry, path: Path, offsets: array[int]
     ) -> None:
         self.token = token
         self.side = side
-        self.stream = script_from_call(call, source)
+        self.stream = stream  # the Stream call's start and status; its messages are in the file only
         self.registry = registry
-        self._call: Call | None = call if load is None else None
-        self._load = load
+        self.path = path
+        self._offsets = offsets  # the call's start record, then every later event of the call, in file order
         self._inner: list[Script] | None = None
         self.decode_error: str | None = None
 
     @property
     def call(self) -> Call:
-        """The whole recorded Stream call (read from the cassette again when the tunnel was loaded lazily)."""
-        if self._call is not None:
-            return self._call
-        assert self._load is not None
-        return self._load()
+        """The whole recorded Stream call, read from the cassette again."""
+        events = read_events_at(self.path, self._offsets)
+        start = events[0]
+        assert isinstance(start, CallStart), "a tunnel's first offset is its call's start"
+        return Call(start=start, events=tuple(events[1:]))
 
     @property
     def carries_calls(self) -> bool:
@@ -87,10 +90,10 @@ class Tunnel:
 
 @dataclass(frozen=True)
 class LoadedCassette:
-    """What the library keeps of a cassette: its header and the events it holds in memory (no router frames)."""
+    """What the library keeps of a cassette besides its index: the header, and how the file ended."""
 
     header: Header
-    events: tuple[AnyEvent, ...]
+    event_count: int  # whole events in the file
     truncated_at: int | None = None
 
 
@@ -101,10 +104,50 @@ class Library:
     tunnels: dict[str, Tunnel] = field(default_factory=dict)
     registries: dict[str, Registry] = field(default_factory=dict)  # script key prefix (source) -> registry
     created_unix_ns: int = 0  # the earliest recording's start, for timestamp shifting
+    files: list[RecordFile] = field(default_factory=list)  # where recorded responses are read from
 
     def registry_for(self, script: Script) -> Registry:
         source = script.key.split("#", 1)[0]
         return self.registries.get(source) or Registry.default()
+
+    def close(self) -> None:
+        """Close the cassettes opened to read responses (a later read opens them again)."""
+        for file in self.files:
+            file.close()
+
+    def index_bytes(self) -> int:
+        """The memory of the library's index: scripts, requests, response rows, tunnels and offsets, containers.
+
+        Counted object by object (`sys.getsizeof`, each object once), not estimated. The parts every cassette has
+        whatever its size are left out: registries, headers, open files, enum members.
+        """
+        return _deep_size((self.scripts, self.tunnels), stop=(Registry, RecordFile, Header, Path, enum.Enum))
+
+
+def _deep_size(root: object, stop: tuple[type, ...]) -> int:
+    seen: set[int] = set()
+    total = 0
+    todo: list[object] = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, stop):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, str | bytes | bytearray | int | float | bool | array):
+            continue
+        if isinstance(obj, dict):
+            todo.extend(obj.keys())
+            todo.extend(obj.values())
+        elif isinstance(obj, tuple | list | set | frozenset):
+            todo.extend(obj)
+        else:
+            todo.extend(vars(obj).values() if hasattr(obj, "__dict__") else ())
+            for cls in type(obj).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if hasattr(obj, name):
+                        todo.append(getattr(obj, name))
+    return total
 
 
 def whole_cassette(path: Path) -> Cassette:
@@ -119,28 +162,56 @@ def _bearer(value: object) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-class _RouterStream:
-    """A router Stream call while its cassette is scanned: the start, small events, offsets of everything."""
+def _note(script: Script, event: AnyEvent) -> None:
+    """Headers and status into a script being scanned, as script_from_call takes them (the last headers, the
+    first status)."""
+    if isinstance(event, ServerHeaders):
+        script.initial_metadata = event.metadata
+    elif isinstance(event, Status) and script.code is None:
+        script.code = event.code
+        script.details = event.details
+        script.trailing_metadata = event.trailing_metadata
 
-    def __init__(self, start: CallStart) -> None:
-        self.start = start
-        self.kept: list[AnyEvent] = []  # events other than messages (headers, half-close, status, cancel)
-        self.offsets: list[int] = []  # every event after the start, in file order
-        self.finder = SideFinder()  # fed the first frames, until the side is known
+
+def _new_script(source: str, start: CallStart, responses: RecordedResponses | tuple[()] = ()) -> Script:
+    return Script(
+        key=f"{source}#{start.call_id}",
+        method=sys.intern(start.method),  # thousands of calls, a dozen methods
+        requests=(),
+        responses=responses,
+        initial_metadata=None,
+        code=None,
+        start_seq=start.seq,
+        peer=sys.intern(call_peer(start.metadata)),
+    )
+
+
+class _RouterStream:
+    """A router Stream call while its cassette is scanned: its script, token, the offsets of its records, and its
+    first frames until its side is known."""
+
+    __slots__ = ("finder", "offsets", "prefix_bytes", "side", "stream", "token")
+
+    def __init__(self, source: str, start: CallStart, offset: int) -> None:
+        self.stream = _new_script(source, start)
+        self.token = _bearer(metadata_get(start.metadata, "authorization"))
+        self.offsets = array("q", [offset])
+        self.finder: SideFinder | None = SideFinder()  # fed the first frames, until the side is known
         self.prefix_bytes = 0
         self.side: TunnelSide | None = None
 
     def add(self, offset: int, event: AnyEvent, registry: Registry) -> None:
         self.offsets.append(offset)
         if not isinstance(event, ClientMessage | ServerMessage):
-            self.kept.append(event)
+            _note(self.stream, event)
             return
-        if self.side is not None:
+        if self.finder is None:
             return
         try:
             self.finder.add(*event_frame(registry, event))
         except ProtocolError:
             self.side = TunnelSide.UNKNOWN  # as tunnel_side decides for a frame that does not decode
+            self.finder = None
             return
         self.prefix_bytes += len(event.data)
         if self.prefix_bytes >= SIDE_PREFIX_BYTES or self.finder.settled:
@@ -148,71 +219,82 @@ class _RouterStream:
 
     def settle(self) -> TunnelSide:
         if self.side is None:
+            assert self.finder is not None
             self.side = self.finder.side
+        self.finder = None
         return self.side
 
 
-def _loader(path: Path, start: CallStart, offsets: list[int]) -> Callable[[], Call]:
-    frozen = tuple(offsets)
+def _scan(
+    path: Path, reader: CassetteReader, source: str, registry: Registry, file: RecordFile
+) -> dict[int, Script | _RouterStream]:
+    """Every call of the cassette, in the order the calls started (a repeated call id keeps its place).
 
-    def load() -> Call:
-        return Call(start=start, events=tuple(read_events_at(path, frozen)))
+    Controller calls become their final scripts as the events come (no per-call scan state to copy from and free
+    afterwards: on a big cassette that churn alone left the allocator some 2 MB of holes per GB).
+    """
+    calls: dict[int, Script | _RouterStream] = {}
+    # A response's record length is where the next record starts: it waits here for that offset.
+    pending: tuple[RecordedResponses, int, ServerMessage, int] | None = None
+    for offset, event in reader.iter_with_offsets():
+        if pending is not None:
+            responses, start, message, after = pending
+            responses.add(start, offset - start, message.seq, message.t_ns, after)
+            pending = None
+        if isinstance(event, CallStart):
+            if event.method == ROUTER_STREAM and event.role is Role.ROUTER:
+                calls[event.call_id] = _RouterStream(source, event, offset)
+            else:
+                calls[event.call_id] = _new_script(source, event, RecordedResponses(file, event.t_ns))
+            continue
+        call = calls.get(event.call_id)
+        if call is None:
+            continue  # its start is missing (a cassette cut in the middle): dropped, as group_calls does
+        if isinstance(call, _RouterStream):
+            call.add(offset, event, registry)
+        elif isinstance(event, ClientMessage):
+            # Most calls send one request: a 1-tuple is 40 bytes smaller than a list; a stream gets a list.
+            requests = call.requests
+            if isinstance(requests, list):
+                requests.append(event.data)
+            else:
+                call.requests = [*requests, event.data] if requests else (event.data,)
+        elif isinstance(event, ServerMessage):
+            assert isinstance(call.responses, RecordedResponses)
+            pending = (call.responses, offset, event, len(call.requests))
+        else:
+            _note(call, event)
+    if pending is not None:
+        responses, start, message, after = pending
+        end = reader.truncated_at if reader.truncated_at is not None else os.path.getsize(path)
+        responses.add(start, end - start, message.seq, message.t_ns, after)
+    return calls
 
-    return load
 
-
-def load_library(paths: list[Path]) -> Library:
+def load_library(paths: Iterable[Path]) -> Library:
     library = Library()
     for path in paths:
         source = path.name
         with CassetteReader(path) as reader:
             header = reader.header
             registry = Registry.for_descriptor_set(header.descriptor_set)
-            # Calls in the order they started, as `Cassette.calls()` groups them.
-            order: dict[int, CallStart] = {}  # a repeated call id keeps its place, as group_calls does
-            outer: dict[int, list[AnyEvent]] = {}
-            router: dict[int, _RouterStream] = {}
-            for offset, event in reader.iter_with_offsets():
-                if isinstance(event, CallStart):
-                    order[event.call_id] = event
-                    if event.method == ROUTER_STREAM and event.role is Role.ROUTER:
-                        router[event.call_id] = _RouterStream(event)
-                        outer.pop(event.call_id, None)
-                    else:
-                        outer[event.call_id] = []
-                        router.pop(event.call_id, None)
-                elif (stream := router.get(event.call_id)) is not None:
-                    stream.add(offset, event, registry)
-                elif (events := outer.get(event.call_id)) is not None:
-                    events.append(event)
-            truncated_at = reader.truncated_at
-        held: list[AnyEvent] = []
+            file = RecordFile(path)
+            calls = _scan(path, reader, source, registry, file)
+            loaded = LoadedCassette(header=header, event_count=reader.events_read, truncated_at=reader.truncated_at)
+        library.files.append(file)
         library.registries[source] = registry
         if not library.created_unix_ns or header.created_unix_ns < library.created_unix_ns:
             library.created_unix_ns = header.created_unix_ns
-        for start in order.values():
-            if start.call_id in outer:
-                call = Call(start=start, events=tuple(outer[start.call_id]))
-                held.append(start)
-                held.extend(call.events)
-                library.scripts.append(script_from_call(call, source))
+        for call in calls.values():
+            if isinstance(call, Script):
+                call.status_after_requests = len(call.requests)
+                library.scripts.append(call)
                 continue
-            stream = router[start.call_id]
-            held.append(start)
-            held.extend(stream.kept)
-            token = _bearer(metadata_get(start.metadata, "authorization"))
-            side = stream.settle()
-            existing = library.tunnels.get(token)
+            side = call.settle()
+            existing = library.tunnels.get(call.token)
             # Both peers' streams are recorded; the client's carries the inner calls we answer.
             if existing is not None and (side is not TunnelSide.CLIENT or existing.carries_calls):
                 continue
-            library.tunnels[token] = Tunnel(
-                token,
-                Call(start=start, events=tuple(stream.kept)),
-                side,
-                source,
-                registry,
-                load=_loader(path, start, stream.offsets),
-            )
-        library.cassettes.append((path, LoadedCassette(header=header, events=tuple(held), truncated_at=truncated_at)))
+            library.tunnels[call.token] = Tunnel(call.token, side, call.stream, registry, path, call.offsets)
+        library.cassettes.append((path, loaded))
     return library

@@ -103,7 +103,7 @@ class Outcome:
     explanation: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     script: Script
     used: int = 0

@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import logging
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from jsreplay.replay.library import Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
-from jsreplay.replay.script import Script
+from jsreplay.replay.script import Script, ScriptedResponse
 from jsreplay.replay.serving import play
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.tunnel.decoder import RouterFrameType
@@ -84,6 +85,33 @@ class _Progress:
         return True
 
 
+class CausalIndex:
+    """For a recorded response: the (peer, script key) of calls by other peers that started before it.
+
+    Only the latest such call per peer counts: once it has been reached, the ones before it were too. The index
+    holds each peer's call starts in order (an array of seqs and the keys), and a response's causes are found when
+    it is about to be sent, with one bisect per peer, rather than kept for every response of the cassette.
+    """
+
+    def __init__(self, scripts: Iterable[Script]) -> None:
+        self._by_peer: dict[str, tuple[array[int], list[str]]] = {}
+        for script in sorted(scripts, key=lambda s: s.start_seq):
+            if script.peer:
+                seqs, keys = self._by_peer.setdefault(script.peer, (array("q"), []))
+                seqs.append(script.start_seq)
+                keys.append(script.key)
+
+    def of(self, script: Script, response_seq: int) -> list[tuple[str, str]]:
+        latest: list[tuple[str, str]] = []
+        for peer, (seqs, keys) in self._by_peer.items():
+            if peer == script.peer:
+                continue
+            i = bisect.bisect_left(seqs, response_seq) - 1  # the last call of that peer before the response
+            if i >= 0 and seqs[i] > script.start_seq:
+                latest.append((peer, keys[i]))
+        return latest
+
+
 class ReplayHandler(grpc.GenericRpcHandler):
     def __init__(
         self, library: Library, config: ReplayConfig, advertise: str, fallback: Fallback | None = None
@@ -107,7 +135,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
             for source, registry in library.registries.items()
         }
         self._progress = _Progress()
-        self._causes = self._causal_dependencies(library.scripts)
+        self._causes = CausalIndex(library.scripts)
         self._tunnels_used: set[str] = set()
         self._claimed: set[str] = set()  # recorded tunnels whose inner calls a live tunnel is serving
         self._started_ns = time.monotonic_ns()
@@ -117,33 +145,6 @@ class ReplayHandler(grpc.GenericRpcHandler):
     def _kind(self, method: str) -> StreamKind:
         info = self._registry.method(method)
         return info.kind if info is not None else StreamKind.BIDI_STREAMING
-
-    @staticmethod
-    def _causal_dependencies(scripts: list[Script]) -> dict[tuple[str, int], list[tuple[str, str]]]:
-        """For each response: the (peer, script key) of calls by other peers that started before it.
-
-        Only the latest such call per peer is kept: once it has been reached, the ones before it were too.
-        One pass over sorted starts per peer, so a big cassette does not cost the square of its calls.
-        """
-        by_peer: dict[str, tuple[list[int], list[str]]] = {}
-        for script in sorted(scripts, key=lambda s: s.start_seq):
-            if script.peer:
-                seqs, keys = by_peer.setdefault(script.peer, ([], []))
-                seqs.append(script.start_seq)
-                keys.append(script.key)
-        causes: dict[tuple[str, int], list[tuple[str, str]]] = {}
-        for script in scripts:
-            for index, response in enumerate(script.responses):
-                latest: list[tuple[str, str]] = []
-                for peer, (seqs, keys) in by_peer.items():
-                    if peer == script.peer:
-                        continue
-                    i = bisect.bisect_left(seqs, response.seq) - 1  # the last call of that peer before it
-                    if i >= 0 and seqs[i] > script.start_seq:
-                        latest.append((peer, keys[i]))
-                if latest:
-                    causes[(script.key, index)] = latest
-        return causes
 
     # ------------------------------------------------------------------------------------------ dispatch
 
@@ -185,9 +186,9 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
         started = time.monotonic()
 
-        async def before_response(index: int) -> None:
-            await self._pace(script, index, started)
-            causes = self._causes.get((script.key, index))
+        async def before_response(index: int, response: ScriptedResponse) -> None:
+            await self._pace(response, started)
+            causes = self._causes.of(script, response.seq)
             if not causes:
                 return
             wanted = [key for peer, key in causes if peer in self._progress.peers]
@@ -201,11 +202,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
         return await play(script, kind, context, first_request=first, rewrite=rewrite, before_response=before_response)
 
-    async def _pace(self, script: Script, index: int, started: float) -> None:
+    async def _pace(self, response: ScriptedResponse, started: float) -> None:
         """With --speed N > 0: send each response when it was sent in the recording, N times faster."""
         if self._config.speed <= 0:
             return
-        due = started + script.responses[index].t_ns / 1e9 / self._config.speed
+        due = started + response.t_ns / 1e9 / self._config.speed
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -351,6 +352,7 @@ class ReplayServer(ServesEndpoint):
             self._server = None
         if self._bound is not None:
             self._bound.cleanup()
+        self._library.close()
         if self._fallback is not None:
             await self._fallback.aclose()
             self._fallback = None

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from jsreplay.protocol.registry import StreamKind
-from jsreplay.replay.script import Script
+from jsreplay.replay.script import Script, ScriptedResponse
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -64,9 +64,12 @@ async def play(
     *,
     first_request: bytes | None,
     rewrite: Callable[[bytes], bytes],
-    before_response: Callable[[int], Awaitable[None]] | None = None,
+    before_response: Callable[[int, ScriptedResponse], Awaitable[None]] | None = None,
 ) -> bytes | None:
-    """Serve `script` on `context`. For unary-response kinds returns the response to hand back to gRPC."""
+    """Serve `script` on `context`. For unary-response kinds returns the response to hand back to gRPC.
+
+    A recorded response is read from its cassette as the loop reaches it (`RecordedResponses`), not before.
+    """
     client_streams = kind in (StreamKind.CLIENT_STREAMING, StreamKind.BIDI_STREAMING)
     counter = RequestCounter(context, [] if first_request is None else [first_request])
     pump: asyncio.Task[None] | None = asyncio.create_task(counter.pump()) if client_streams else None
@@ -79,7 +82,7 @@ async def play(
         for index, response in enumerate(script.responses):
             await counter.wait_for(response.after_requests)
             if before_response is not None:
-                await before_response(index)
+                await before_response(index, response)
             data = rewrite(response.data)
             if kind in (StreamKind.UNARY, StreamKind.CLIENT_STREAMING):
                 unary_response = data
