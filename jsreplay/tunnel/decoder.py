@@ -173,6 +173,7 @@ class _Side:
     """The state of one direction of the connection."""
 
     direction: Direction
+    by_client: bool  # direction.by_client, read for nearly every frame
     hpack: hpack.Decoder
     buffer: bytearray = field(default_factory=bytearray)
     consumed: int = 0  # bytes of this direction already parsed and dropped from ``buffer``
@@ -230,7 +231,9 @@ class TunnelDecoder:
         for direction in Direction:
             decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
             decoder.max_allowed_table_size = max_header_table_size
-            side = _Side(direction=direction, hpack=decoder, preface_pending=direction.by_client)
+            side = _Side(
+                direction=direction, by_client=direction.by_client, hpack=decoder, preface_pending=direction.by_client
+            )
             self._sides[direction] = side
 
     def feed(self, direction: Direction, data: bytes) -> list[TunnelEvent]:
@@ -352,6 +355,14 @@ class TunnelDecoder:
                 end = pos + FRAME_HEADER_SIZE + length
                 if size < end:
                     break
+                # Half of a gRPC connection's frames are flow control that asks nothing of a passive decoder:
+                # a well-formed WINDOW_UPDATE or PING on an open connection is skipped here. Anything else,
+                # malformed ones included, goes through _frame, which checks and reports.
+                if (frame_type == _WINDOW_UPDATE or frame_type == _PING) and _nothing_to_do(
+                    side, frame_type, stream_id, length, data, pos + FRAME_HEADER_SIZE
+                ):
+                    pos = end
+                    continue
                 self._frame(side, frame_type, flags, stream_id, length, data, pos + FRAME_HEADER_SIZE, end, events)
                 pos = end
         finally:
@@ -376,11 +387,11 @@ class TunnelDecoder:
         The frequent types are parsed here, with the checks and messages hyperframe's parser has (tests compare
         the two); the rest go through hyperframe, whose frame objects cost more than decoding a small frame.
         """
-        payload, pad, depends_on = b"", 0, -1
+        first, last, pad, depends_on = start, start, 0, -1  # the payload is data[first:last]
         frame: Frame | None = None
         if frame_type in _FREQUENT:
             try:
-                payload, pad, depends_on = _parse_frequent(frame_type, flags, stream_id, data, start, end)
+                first, last, pad, depends_on = _parse_frequent(frame_type, flags, stream_id, data, start, end)
             except _MalformedFrame as err:
                 raise side.fail(f"malformed frame: {err}") from None
         else:
@@ -395,7 +406,7 @@ class TunnelDecoder:
         if block is not None:
             if frame_type != _CONTINUATION or stream_id != block.stream_id:
                 raise side.fail(f"expected CONTINUATION for stream {block.stream_id}")
-            self._continuation(side, block, flags, payload, events)
+            self._continuation(side, block, flags, data[first:last], events)
             return
         if not side.settings_seen:
             if frame_type != _SETTINGS or flags & _FLAG_ACK:
@@ -406,12 +417,12 @@ class TunnelDecoder:
             raise side.fail("even stream id: server push is not in use")
 
         if frame_type == _DATA:
-            self._data(side, stream_id, payload, bool(flags & _FLAG_END_STREAM), events)
+            self._data(side, stream_id, data, first, last, bool(flags & _FLAG_END_STREAM), events)
         elif frame_type == _WINDOW_UPDATE:
-            if stream_id and side.direction.by_client and stream_id > side.last_stream_id:
+            if stream_id and side.by_client and stream_id > side.last_stream_id:
                 raise side.fail("WINDOW_UPDATE on an idle stream")
         elif frame_type == _HEADERS:
-            self._headers(side, stream_id, flags, pad, depends_on, payload, length, events)
+            self._headers(side, stream_id, flags, pad, depends_on, data[first:last], length, events)
         elif frame_type == _CONTINUATION:
             raise side.fail("CONTINUATION without a preceding HEADERS")
         elif isinstance(frame, PriorityFrame):
@@ -427,7 +438,7 @@ class TunnelDecoder:
                     error_code=frame.error_code,
                     last_stream_id=frame.last_stream_id,
                     debug_data=frame.additional_data,
-                    by_client=side.direction.by_client,
+                    by_client=side.by_client,
                 )
             )
         elif frame_type == _PUSH_PROMISE:
@@ -436,7 +447,7 @@ class TunnelDecoder:
 
     def _settings(self, side: _Side, frame: SettingsFrame) -> None:
         for name, value in frame.settings.items():
-            if name == _ENABLE_PUSH and (value > 1 or (value == 1 and not side.direction.by_client)):
+            if name == _ENABLE_PUSH and (value > 1 or (value == 1 and not side.by_client)):
                 raise side.fail(f"invalid SETTINGS_ENABLE_PUSH {value}")
             if name == _ENABLE_CONNECT_PROTOCOL and value > 1:
                 raise side.fail(f"invalid SETTINGS_ENABLE_CONNECT_PROTOCOL {value}")
@@ -448,14 +459,12 @@ class TunnelDecoder:
                 raise side.fail(f"invalid SETTINGS_MAX_FRAME_SIZE {value}")
 
     def _rst_stream(self, side: _Side, frame: RstStreamFrame, events: list[TunnelEvent]) -> None:
-        if side.direction.by_client and frame.stream_id > side.last_stream_id:
+        if side.by_client and frame.stream_id > side.last_stream_id:
             raise side.fail("RST_STREAM on an idle stream")
         stream = side.streams.setdefault(frame.stream_id, _HalfStream())
         stream.reset = True
         stream.buffer.clear()  # a message cut short by the reset is abandoned, not an error
-        events.append(
-            StreamReset(stream_id=frame.stream_id, error_code=frame.error_code, by_client=side.direction.by_client)
-        )
+        events.append(StreamReset(stream_id=frame.stream_id, error_code=frame.error_code, by_client=side.by_client))
 
     # Headers ---------------------------------------------------------------------------------------------------
 
@@ -507,10 +516,10 @@ class TunnelDecoder:
 
     def _check_headers_allowed(self, side: _Side, stream_id: int) -> None:
         stream = side.streams.get(stream_id)
-        if side.direction.by_client and stream_id > side.last_stream_id:
+        if side.by_client and stream_id > side.last_stream_id:
             return  # opens a new stream
         if stream is None:
-            if side.direction.by_client:
+            if side.by_client:
                 raise side.fail("HEADERS on a closed stream (stream ids must increase)")
             return  # the exporter's first HEADERS on this stream
         if stream.ended or stream.reset:
@@ -553,7 +562,7 @@ class TunnelDecoder:
                 _HEADER_CACHE[key] = split
         pseudo, regular = split
         stream = side.streams.get(block.stream_id)
-        if side.direction.by_client:
+        if side.by_client:
             if stream is None:
                 self._request_headers(side, block, pseudo, regular, events)
             else:
@@ -702,22 +711,32 @@ class TunnelDecoder:
 
     # Data ------------------------------------------------------------------------------------------------------
 
-    def _data(self, side: _Side, stream_id: int, payload: bytes, end_stream: bool, events: list[TunnelEvent]) -> None:
+    def _data(
+        self,
+        side: _Side,
+        stream_id: int,
+        frame: bytes,
+        start: int,
+        end: int,
+        end_stream: bool,
+        events: list[TunnelEvent],
+    ) -> None:
+        """Handle a DATA frame whose payload is ``frame[start:end]``."""
         stream = side.streams.get(stream_id)
         if stream is None or not stream.headers_seen:
             raise side.fail("DATA before HEADERS", error_code=ErrorCode.STREAM_CLOSED)
         if stream.ended or stream.reset:
             raise side.fail("DATA on a stream this side already closed", error_code=ErrorCode.STREAM_CLOSED)
-        message_type = RequestMessage if side.direction.by_client else ResponseMessage
+        message_type = RequestMessage if side.by_client else ResponseMessage
         buf = stream.buffer
-        # Messages are cut straight from the frame's bytes; only a message split across frames goes through
-        # the stream's buffer (appending there, so a big message in many frames is not copied once per frame).
-        data: bytes | bytearray = payload
+        # Messages are cut straight from the frame's bytes (one copy each); only a message split across frames
+        # goes through the stream's buffer (appending there, so a big message in many frames is not copied once
+        # per frame).
+        data: bytes | bytearray = frame
+        pos, size = start, end
         if buf:
-            buf += payload
-            data = buf
-        pos = 0
-        size = len(data)
+            buf += memoryview(frame)[start:end]
+            data, pos, size = buf, 0, len(buf)
         while size - pos >= _GRPC_PREFIX.size:
             flag, length = _GRPC_PREFIX.unpack_from(data, pos)
             if flag > 1:
@@ -726,18 +745,18 @@ class TunnelDecoder:
                 raise side.fail(
                     f"gRPC message of {length} bytes exceeds the limit of {self.max_message_size}", TunnelLimitError
                 )
-            end = pos + _GRPC_PREFIX.size + length
-            if size < end:
+            stop = pos + _GRPC_PREFIX.size + length
+            if size < stop:
                 break
-            message = bytes(data[pos + _GRPC_PREFIX.size : end])
+            message = bytes(data[pos + _GRPC_PREFIX.size : stop])
             events.append(message_type(stream_id=stream_id, data=message, compressed=flag == 1))
-            pos = end
+            pos = stop
         if data is buf:
             del buf[:pos]
         elif pos < size:
-            buf += memoryview(payload)[pos:]
+            buf += memoryview(frame)[pos:size]
         if end_stream:
-            if not side.direction.by_client:
+            if not side.by_client:
                 raise side.fail("the exporter ended a stream without trailers", GrpcProtocolError)
             self._end_request(side, stream_id, stream, events)
 
@@ -754,18 +773,30 @@ class TunnelDecoder:
             )
 
 
+def _nothing_to_do(side: _Side, frame_type: int, stream_id: int, length: int, data: bytes, start: int) -> bool:
+    """Whether a WINDOW_UPDATE or PING passes every check `_frame` would make: then it needs no handling."""
+    if not side.settings_seen or side.header_block is not None:
+        return False
+    if frame_type == _PING:
+        return length == 8 and not stream_id
+    if length != 4 or not 1 <= _UINT32.unpack_from(data, start)[0] <= 2**31 - 1:
+        return False
+    return not stream_id or (stream_id % 2 == 1 and not (side.by_client and stream_id > side.last_stream_id))
+
+
 class _MalformedFrame(Exception):
     """A frame that breaks HTTP/2's layout rules; the message is hyperframe's for the same fault."""
 
 
 def _parse_frequent(
     frame_type: int, flags: int, stream_id: int, data: bytes, start: int, end: int
-) -> tuple[bytes, int, int]:
+) -> tuple[int, int, int, int]:
     """Parse a DATA, HEADERS, CONTINUATION, PING or WINDOW_UPDATE frame whose body is ``data[start:end]``.
 
-    Returns (payload: DATA's data or the header block fragment, pad length, PRIORITY's stream dependency or -1).
-    Checks what hyperframe's parser checks, in its order and with its messages (a test compares the two): these
-    frames are most of a tunnel, and building hyperframe's frame objects costs more than decoding them.
+    Returns (first, last, pad length, PRIORITY's stream dependency or -1), where ``data[first:last]`` is DATA's
+    data or the header block fragment. Checks what hyperframe's parser checks, in its order and with its
+    messages (a test compares the two): these frames are most of a tunnel, and building hyperframe's frame
+    objects costs more than decoding them.
     """
     if frame_type == _WINDOW_UPDATE:
         if end - start > 4:
@@ -774,17 +805,17 @@ def _parse_frequent(
             raise _MalformedFrame("Invalid WINDOW_UPDATE body")
         if not 1 <= _UINT32.unpack_from(data, start)[0] <= 2**31 - 1:
             raise _MalformedFrame("WINDOW_UPDATE increment must be between 1 to 2^31-1")
-        return b"", 0, -1
+        return start, start, 0, -1
     if frame_type == _PING:
         if stream_id:
             raise _MalformedFrame(f"Stream ID must be zero for PingFrame with stream_id={stream_id}")
         if end - start != 8:
             raise _MalformedFrame(f"PING frame must have 8 byte length: got {end - start}")
-        return b"", 0, -1
+        return start, start, 0, -1
     if not stream_id:
         raise _MalformedFrame(f"Stream ID must be non-zero for {_FRAME_CLASSES[frame_type]}")
     if frame_type == _CONTINUATION:
-        return data[start:end], 0, -1
+        return start, end, 0, -1
     body, pad, depends_on = start, 0, -1
     if flags & _FLAG_PADDED:
         if start == end:
@@ -798,10 +829,10 @@ def _parse_frequent(
         # hyperframe bounds the padding by the body after the pad length for HEADERS, by the whole body for DATA.
         if pad and pad >= end - body:
             raise _MalformedFrame("Padding is too long.")
-        return data[body + 5 : end - pad], pad, depends_on
+        return body + 5, max(body + 5, end - pad), pad, depends_on
     if pad and pad >= end - (body if frame_type == _HEADERS else start):
         raise _MalformedFrame("Padding is too long.")
-    return data[body : end - pad], pad, depends_on
+    return body, end - pad, pad, depends_on
 
 
 def _text(value: bytes) -> str:

@@ -28,6 +28,9 @@ _REQUEST_TYPE = "jumpstarter.v1.StreamRequest"
 _RESPONSE_TYPE = "jumpstarter.v1.StreamResponse"
 
 
+_TYPE_NAMES = {int(t): t.name for t in RouterFrameType}
+
+
 class TunnelSide(enum.Enum):
     CLIENT = "client"  # the test code's end: it opens the inner HTTP/2 connection
     EXPORTER = "exporter"
@@ -41,10 +44,8 @@ class RouterFrame:
 
     @property
     def type_name(self) -> str:
-        try:
-            return RouterFrameType(self.frame_type).name
-        except ValueError:
-            return str(self.frame_type)
+        name = _TYPE_NAMES.get(self.frame_type)
+        return name if name is not None else str(self.frame_type)
 
 
 @dataclass
@@ -71,13 +72,17 @@ class RecordedTunnel:
 _FRAME_CLASSES: weakref.WeakKeyDictionary[Registry, dict[str, type[Message]]] = weakref.WeakKeyDictionary()
 
 
-def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
+def _frame_class(registry: Registry, type_name: str) -> type[Message]:
     classes = _FRAME_CLASSES.get(registry)
     if classes is None:
         classes = _FRAME_CLASSES[registry] = {}
     cls = classes.get(type_name)
     if cls is None:
         cls = classes[type_name] = registry.message_class(type_name)
+    return cls
+
+
+def _parse_with(cls: type[Message], registry: Registry, type_name: str, data: bytes) -> RouterFrame:
     try:
         message = cls.FromString(data)
     except Exception:
@@ -85,12 +90,20 @@ def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
     return RouterFrame(frame_type=int(message.frame_type), payload=bytes(message.payload))
 
 
+def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
+    return _parse_with(_frame_class(registry, type_name), registry, type_name, data)
+
+
 def iter_router_frames(call: Call, registry: Registry) -> Iterator[tuple[bool, RouterFrame]]:
     """The call's router frames in recorded order, each with whether this peer sent it (ProtocolError if one
     does not decode)."""
+    requests = _frame_class(registry, _REQUEST_TYPE)
+    responses = _frame_class(registry, _RESPONSE_TYPE)
     for event in call.events:
-        if isinstance(event, ClientMessage | ServerMessage):
-            yield event_frame(registry, event)
+        if isinstance(event, ClientMessage):
+            yield True, _parse_with(requests, registry, _REQUEST_TYPE, event.data)
+        elif isinstance(event, ServerMessage):
+            yield False, _parse_with(responses, registry, _RESPONSE_TYPE, event.data)
 
 
 def event_frame(registry: Registry, event: ClientMessage | ServerMessage) -> tuple[bool, RouterFrame]:

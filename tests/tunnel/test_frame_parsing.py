@@ -1,9 +1,11 @@
 """The decoder parses its most frequent frame types itself: it must accept, reject and extract exactly what
-hyperframe's parser does, with hyperframe's messages. Router frames parse with a cached message class."""
+hyperframe's parser does, with hyperframe's messages. Well-formed flow-control frames skip checks that would
+find nothing. Router frames parse with a cached message class."""
 
 from __future__ import annotations
 
 import struct
+from unittest import mock
 
 import pytest
 from hyperframe.exceptions import HyperframeError
@@ -12,8 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.tunnel import Direction, TunnelDecoder, TunnelError
+from jsreplay.tunnel import decoder as decoder_module
 from jsreplay.tunnel.decoder import _FREQUENT, _MalformedFrame, _parse_frequent
 from jsreplay.tunnel.recorded import RouterFrame, parse_frame
+
+from .frames import Peer, request_fields, response_fields
 
 _HEADER = struct.Struct(">HBBBI")
 
@@ -38,9 +44,11 @@ def _ours(frame_type: int, flags: int, stream_id: int, body: bytes) -> tuple[byt
     # Embedded in a bigger buffer, as the decoder sees it.
     data = b"\xaa" * 7 + body + b"\xbb" * 5
     try:
-        return _parse_frequent(frame_type, flags, stream_id & 0x7FFFFFFF, data, 7, 7 + len(body))
+        parsed = _parse_frequent(frame_type, flags, stream_id & 0x7FFFFFFF, data, 7, 7 + len(body))
     except _MalformedFrame as err:
         return str(err)
+    first, last, pad, depends_on = parsed
+    return data[first:last], pad, depends_on
 
 
 @settings(max_examples=3000, deadline=None)
@@ -68,3 +76,53 @@ def test_router_frames_parse_with_the_registry_and_fail_with_its_error() -> None
     assert parse_frame(registry, "jumpstarter.v1.StreamRequest", data) == RouterFrame(frame_type=0, payload=b"abc")
     with pytest.raises(ProtocolError, match=r"cannot decode 2 bytes as jumpstarter\.v1\.StreamResponse"):
         parse_frame(registry, "jumpstarter.v1.StreamResponse", b"\xff\xff")
+
+
+def _decode(chunks: list[tuple[Direction, bytes]]) -> list[object]:
+    decoder = TunnelDecoder()
+    out: list[object] = []
+    for direction, chunk in chunks:
+        try:
+            out.extend(decoder.feed(direction, chunk))
+        except TunnelError as err:
+            out.append(str(err))
+    return out
+
+
+_flow_control = st.one_of(
+    st.builds(
+        lambda stream, increment: Peer.raw(0x8, 0, stream, struct.pack(">L", increment)),
+        st.sampled_from([0, 1, 2, 3, 5, 0x80000001]),
+        st.sampled_from([0, 1, 2**31 - 1, 2**31]),
+    ),
+    st.builds(lambda stream, body: Peer.raw(0x8, 0, stream, body), st.sampled_from([0, 1]), st.binary(max_size=6)),
+    st.builds(Peer.raw, st.just(0x6), st.integers(0, 1), st.sampled_from([0, 1]), st.binary(min_size=7, max_size=9)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    direction=st.sampled_from(Direction),
+    start=st.booleans(),
+    frames=st.lists(
+        st.one_of(
+            _flow_control,
+            st.sampled_from(
+                [
+                    Peer(Direction.CLIENT_TO_EXPORTER).headers(1, request_fields()),
+                    Peer(Direction.EXPORTER_TO_CLIENT).headers(1, response_fields()),
+                    Peer.raw(0x1, 0x0, 1, b""),  # HEADERS awaiting a CONTINUATION
+                    Peer.raw(0x9, 0x4, 1, b""),
+                ]
+            ),
+        ),
+        max_size=10,
+    ),
+)
+def test_skipped_flow_control_frames_decode_as_fully_checked_ones(
+    direction: Direction, start: bool, frames: list[bytes]
+) -> None:
+    chunks = [(direction, Peer(direction).start() if start else b"")] + [(direction, frame) for frame in frames]
+    fast = _decode(chunks)
+    with mock.patch.object(decoder_module, "_nothing_to_do", lambda *args: False):
+        assert _decode(chunks) == fast
