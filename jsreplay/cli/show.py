@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -21,7 +20,7 @@ from jsreplay.cassette.format import CassetteReader
 from jsreplay.cassette.model import group_calls
 from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.mermaid import render_mermaid
-from jsreplay.inspect.show import ShowOptions, render_text, select_calls, view_to_json
+from jsreplay.inspect.show import ShowOptions, dump_json, render_text, select_calls, view_json_text
 from jsreplay.inspect.view import CassetteView, build_view
 
 _PROGRESS_EVERY = 4096  # events between progress updates while reading
@@ -74,8 +73,9 @@ def load_view(
         status.clear()
 
 
-def write_output(chunks: Iterable[str], *, color: bool | None = None) -> None:
-    """Write lines to stdout; a reader that goes away (`| head`) ends the command quietly."""
+def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str = "\n") -> None:
+    """Write lines to stdout (or, with `sep=""`, pieces of one text, then a newline); a reader that goes away
+    (`| head`) ends the command quietly."""
     try:
         buffer: list[str] = []
         size = 0
@@ -83,10 +83,10 @@ def write_output(chunks: Iterable[str], *, color: bool | None = None) -> None:
             buffer.append(line)
             size += len(line)
             if size > 1 << 20:
-                click.echo("\n".join(buffer), color=color)
+                click.echo(sep.join(buffer), color=color, nl=sep == "\n")
                 buffer, size = [], 0
-        if buffer:
-            click.echo("\n".join(buffer), color=color)
+        if buffer or sep != "\n":
+            click.echo(sep.join(buffer), color=color)
         sys.stdout.flush()
     except BrokenPipeError:
         # Python would complain again when it flushes stdout at exit; point stdout at nothing first.
@@ -96,7 +96,7 @@ def write_output(chunks: Iterable[str], *, color: bool | None = None) -> None:
 
 
 def write_json(document: Any) -> None:
-    write_output([json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))])
+    write_output([dump_json(document)])
 
 
 @click.command("show")
@@ -128,7 +128,7 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
         view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel)
         options = ShowOptions(methods=methods, raw=raw)
         if fmt == "json":
-            write_json(view_to_json(view, str(cassette), options))
+            write_output(view_json_text(view, str(cassette), options), sep="")
         elif fmt == "mermaid":
             write_output(render_mermaid(select_calls(view, methods), view))
         else:

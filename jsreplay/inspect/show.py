@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 from jsreplay.cassette.model import Metadata
 from jsreplay.inspect.schema_diff import schema_summary
@@ -254,15 +255,29 @@ def _metadata_json(metadata: Metadata | None) -> list[list[Any]] | None:
     return [[k, to_json(v)] for k, v in metadata]
 
 
-def _message_json(message: ViewMessage, raw: bool) -> dict[str, Any]:
+# Per value (by identity, see _RenderMemo): its JSON form and unknown field paths.
+_JsonMemo: TypeAlias = dict[int, tuple[Any, list[str]]]
+
+
+def _message_json(message: ViewMessage, raw: bool, memo: _JsonMemo | None = None) -> dict[str, Any]:
+    value = message.value
+    json_value: Any = None
+    unknown: list[str] = []
+    if value is not None:
+        known = memo.get(id(value)) if memo is not None else None
+        if known is None:
+            known = (to_json(value), message.unknown_paths)
+            if memo is not None:
+                memo[id(value)] = known
+        json_value, unknown = known
     return {
         "type": message.type_name,
         "size": len(message.data),
         "t_ns": message.t_ns,
-        "value": None if raw or message.value is None else to_json(message.value),
-        "raw": message.data.hex() if raw or (message.value is None and message.error is not None) else None,
+        "value": None if raw else json_value,
+        "raw": message.data.hex() if raw or (value is None and message.error is not None) else None,
         "error": message.error,
-        "unknown_fields": message.unknown_paths,
+        "unknown_fields": unknown,
     }
 
 
@@ -282,7 +297,7 @@ def _stream_json(stream: RouterStream) -> dict[str, Any]:
     }
 
 
-def call_to_json(call: ViewCall, raw: bool = False) -> dict[str, Any]:
+def call_to_json(call: ViewCall, raw: bool = False, _memo: _JsonMemo | None = None) -> dict[str, Any]:
     router = call.stream is not None
     return {
         "id": call.id,
@@ -299,13 +314,13 @@ def call_to_json(call: ViewCall, raw: bool = False) -> dict[str, Any]:
         "initial_metadata": _metadata_json(call.initial_metadata),
         "trailing_metadata": _metadata_json(call.trailing_metadata),
         # A router call's messages are frames: summarised under "stream", bytes with --raw.
-        "requests": [_message_json(m, raw or router) for m in call.requests] if not router or raw else [],
-        "responses": [_message_json(m, raw or router) for m in call.responses] if not router or raw else [],
+        "requests": [_message_json(m, raw or router, _memo) for m in call.requests] if not router or raw else [],
+        "responses": [_message_json(m, raw or router, _memo) for m in call.responses] if not router or raw else [],
         "status": call.end.status,
         "details": call.end.details,
         "end": {"kind": call.end.kind.value, "by": call.end.by},
         "stream": _stream_json(call.stream) if call.stream is not None else None,
-        "tunnel": [call_to_json(c, raw) for c in call.inner] if call.inner is not None else None,
+        "tunnel": [call_to_json(c, raw, _memo) for c in call.inner] if call.inner is not None else None,
     }
 
 
@@ -313,8 +328,27 @@ def view_to_json(view: CassetteView, name: str, options: ShowOptions | None = No
     """One JSON document: `format`, `header` and `calls` (see docs/inspect.md, "show --format json")."""
     options = options or ShowOptions()
     header = {"cassette": name, **header_summary(view)}
+    memo: _JsonMemo = {}
     return {
         "format": JSON_FORMAT,
         "header": header,
-        "calls": [call_to_json(c, options.raw) for c in select_calls(view, options.methods)],
+        "calls": [call_to_json(c, options.raw, memo) for c in select_calls(view, options.methods)],
     }
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON as jsreplay prints it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def view_json_text(view: CassetteView, name: str, options: ShowOptions | None = None) -> Iterator[str]:
+    """`dump_json(view_to_json(...))` in pieces, a call at a time: the same text, never all in memory at once
+    (a big cassette's document runs to hundreds of megabytes)."""
+    options = options or ShowOptions()
+    head = dump_json({"format": JSON_FORMAT, "header": {"cassette": name, **header_summary(view)}})
+    yield head[:-1] + ',"calls":['
+    memo: _JsonMemo = {}
+    for i, call in enumerate(select_calls(view, options.methods)):
+        text = dump_json(call_to_json(call, options.raw, memo))
+        yield "," + text if i else text
+    yield "]}"

@@ -17,6 +17,7 @@ from inspect_support import call_ids, edit, json_schema, load, run_cli
 from jsreplay.cassette.model import Cassette, ServerMessage
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.show import load_view
+from jsreplay.inspect.show import ShowOptions, dump_json, view_json_text, view_to_json
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
 
 pytestmark = pytest.mark.e2e  # the recordings come from the real client and exporter
@@ -158,6 +159,11 @@ def test_json_document_validates_and_has_the_documented_shape(recordings: Record
     assert inner[1]["requests"][0]["value"]["method"] == "on"
     probes = [s for s in streams if s["stream"]["probe"]]
     assert all(p["tunnel"] is None for p in probes)
+    # The CLI prints the document a call at a time: the same text as dumping it whole.
+    view = load(recordings.baseline)
+    for options in (ShowOptions(), ShowOptions(raw=True), ShowOptions(methods=("*Stream",))):
+        whole = dump_json(view_to_json(view, "c", options))
+        assert "".join(view_json_text(view, "c", options)) == whole
 
 
 def test_json_raw(recordings: Recordings) -> None:
