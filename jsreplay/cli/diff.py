@@ -25,14 +25,12 @@ def _load_for_diff(path: Path) -> CassetteView | None:
     """Load in the forked process; None when it fails (the parent then loads it itself and reports why)."""
     try:
         with gc_paused():
-            view = load_view(path, status=StatusLine(stream=io.StringIO()))
+            view = load_view(path, frames=False, status=StatusLine(stream=io.StringIO()))
     except Exception:
         return None
-    # Less to send back: diff compares tunnels by their inner calls, not by the router's frames, and needs a
-    # decoded message's bytes only to re-read its unknown fields with the other cassette's schema.
+    # Less to send back: diff needs a decoded message's bytes only to re-read its unknown fields with the other
+    # cassette's schema (router frames are already left out: diff compares tunnels by their inner calls).
     for call in view.calls:
-        if call.stream is not None:
-            call.requests, call.responses = [], []
         for inner in call.inner or ():
             for message in (*inner.requests, *inner.responses):
                 if message.value is not None and not message.unknown_paths:
@@ -48,13 +46,13 @@ def _load_both(old: Path, new: Path, status: StatusLine) -> tuple[CassetteView, 
     except OSError:
         big = False  # load_view reports the missing file
     if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return load_view(old, status=status), load_view(new, status=status)
+        return load_view(old, frames=False, status=status), load_view(new, frames=False, status=status)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         pending = pool.submit(_load_for_diff, new)
-        old_view = load_view(old, status=status)
+        old_view = load_view(old, frames=False, status=status)
         status.show(f"{new.name}: decoding", force=True)
         new_view = pending.result()
-    return old_view, new_view if new_view is not None else load_view(new, status=status)
+    return old_view, new_view if new_view is not None else load_view(new, frames=False, status=status)
 
 
 @click.command("diff")

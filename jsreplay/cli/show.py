@@ -43,9 +43,16 @@ def gc_paused() -> Iterator[None]:
 
 
 def load_view(
-    path: Path, *, decode: bool = True, tunnels: bool = True, status: StatusLine | None = None
+    path: Path,
+    *,
+    decode: bool = True,
+    tunnels: bool = True,
+    frames: bool = True,
+    status: StatusLine | None = None,
 ) -> CassetteView:
-    """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2)."""
+    """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2).
+
+    `frames=False` drops router calls' raw frames (see `build_view`), which frees most of the file's bytes."""
     status = status or StatusLine()
     with CassetteReader(path) as reader:
         events = []
@@ -65,6 +72,7 @@ def load_view(
             calls,
             decode=decode,
             tunnels=tunnels,
+            frames=frames,
             events=len(events),
             truncated_at=truncated_at,
             progress=progress if status.enabled else None,
@@ -125,7 +133,8 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
     """
     with gc_paused():
         # The diagram shows calls and outcomes, not message contents: skip decoding them.
-        view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel)
+        # Router frames are shown only as bytes (--raw) or when their tunnels are not decoded.
+        view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel, frames=raw or no_tunnel)
         options = ShowOptions(methods=methods, raw=raw)
         if fmt == "json":
             write_output(view_json_text(view, str(cassette), options), sep="")

@@ -32,6 +32,7 @@ from jsreplay.protocol.registry import UnknownField
 from jsreplay.tunnel.recorded import ROUTER_STREAM
 
 _LONG_BYTES = 64  # longer byte strings are represented by a digest in signatures
+_MISSING = object()
 _DATA = "FRAME_TYPE_DATA"
 _PING = "FRAME_TYPE_PING"
 _REGISTER = "/jumpstarter.v1.ControllerService/Register"
@@ -179,11 +180,23 @@ class UnitBuilder:
 
     def __init__(self, normalizer: Normalizer) -> None:
         self.normalizer = normalizer
+        # (ignore path, id of a decoded value) -> the value normalised. Identical messages share one decoded
+        # value (see view._MessageDecoder), which the view keeps alive as long as this builder is used.
+        self._normalized: dict[tuple[str, int], Any] = {}
+
+    def _normalize(self, path: str, message: ViewMessage) -> Any:
+        if message.value is None:
+            return self.normalizer.value(path, _message_value(message))
+        key = (path, id(message.value))
+        normalized = self._normalized.get(key, _MISSING)
+        if normalized is _MISSING:
+            normalized = self._normalized[key] = self.normalizer.value(path, message.value)
+        return normalized
 
     def messages(self, call: ViewCall, section: str) -> tuple[list[Any], list[ViewMessage | None]]:
         messages = call.requests if section == "requests" else call.responses
         path = f"{call.short_method}.{section[:-1]}"
-        values = [self.normalizer.value(path, _message_value(m)) for m in messages]
+        values = [self._normalize(path, m) for m in messages]
         sources: list[ViewMessage | None] = list(messages)
         if call.role == "tunnel" and call.method == ROUTER_STREAM:
             values, sources = _join_byte_stream(messages, values)
@@ -192,25 +205,26 @@ class UnitBuilder:
         return values, sources
 
     def unit(self, call: ViewCall) -> Unit:
-        short = call.short_method
-        body: dict[str, Any] = {
-            "method": call.method,
-            "metadata": self.normalizer.metadata(f"{short}.metadata", call.metadata),
-            "initial_metadata": self.normalizer.metadata(f"{short}.initial_metadata", call.initial_metadata or ()),
-            "trailing_metadata": self.normalizer.metadata(f"{short}.trailing_metadata", call.trailing_metadata),
-            "outcome": outcome(call),
-        }
-        if call.end.status not in (None, "OK", "CANCELLED"):
-            body["details"] = self.normalizer.text(call.end.details)
         sources: dict[str, list[ViewMessage | None]] = {}
         inner: list[Unit] = []
+        body: dict[str, Any]
         if call.inner is not None:
             # A tunnel compares by its inner calls only: its frames and its own end are how the router and
             # the peers' shutdown happened to play out.
-            body = {"method": call.method, "tunnel": []}
             inner = [u for g in self.groups(call.inner) for u in g.units]
-            body["tunnel"] = [(u.method, u.sig) for u in inner]
+            body = {"method": call.method, "tunnel": [(u.method, u.sig) for u in inner]}
         else:
+            short = call.short_method
+            normalizer = self.normalizer
+            body = {
+                "method": call.method,
+                "metadata": normalizer.metadata(f"{short}.metadata", call.metadata),
+                "initial_metadata": normalizer.metadata(f"{short}.initial_metadata", call.initial_metadata or ()),
+                "trailing_metadata": normalizer.metadata(f"{short}.trailing_metadata", call.trailing_metadata),
+                "outcome": outcome(call),
+            }
+            if call.end.status not in (None, "OK", "CANCELLED"):
+                body["details"] = normalizer.text(call.end.details)
             for section in ("requests", "responses"):
                 body[section], sources[section] = self.messages(call, section)
         return Unit(

@@ -188,6 +188,8 @@ class Normalizer:
     def metadata(self, path: str, metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, list[str | bytes]]:
         """Metadata as key -> values, masked. `path` is `Service/Method.metadata` (or initial_/trailing_)."""
         out: dict[str, list[str | bytes]] = {}
+        if not metadata:  # most inner calls' initial and trailing metadata
+            return out
         for key, value in metadata:
             key = key.lower()
             rule = self.rule_for(f"{path}.{key}") if self.rules else None

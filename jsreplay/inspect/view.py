@@ -76,9 +76,17 @@ def code_name(code: int) -> str:
 
 def short_method(method: str) -> str:
     """`/jumpstarter.v1.ControllerService/Dial` -> `ControllerService/Dial` (the package dropped)."""
-    path = method.lstrip("/")
-    service, _, name = path.partition("/")
-    return f"{service.rsplit('.', 1)[-1]}/{name}" if name else path
+    short = _SHORT_METHODS.get(method)
+    if short is None:
+        path = method.lstrip("/")
+        service, _, name = path.partition("/")
+        short = f"{service.rsplit('.', 1)[-1]}/{name}" if name else path
+        if len(_SHORT_METHODS) < 4096:  # a cassette has a few dozen methods; this asks for every call
+            _SHORT_METHODS[method] = short
+    return short
+
+
+_SHORT_METHODS: dict[str, str] = {}
 
 
 class EndKind(enum.Enum):
@@ -381,13 +389,13 @@ def _inner_view(decoder: _MessageDecoder, inner: InnerCall) -> ViewCall:
     )
 
 
-def _outer_view(decoder: _MessageDecoder, call: Call) -> ViewCall:
+def _outer_view(decoder: _MessageDecoder, call: Call, frames: bool) -> ViewCall:
     request_type, response_type, known = _message_types(decoder.registry, call.method)
     requests: list[ViewMessage] = []
     responses: list[ViewMessage] = []
     if call.method == ROUTER_STREAM:
         # Router frames are summarised by the tunnel decoding; keep their bytes (--raw), don't decode them.
-        for event in call.events:
+        for event in call.events if frames else ():
             if type(event) is ClientMessage:
                 requests.append(ViewMessage(data=event.data, type_name=request_type, t_ns=event.t_ns))
             elif type(event) is ServerMessage:
@@ -558,6 +566,7 @@ def build_view(
     *,
     decode: bool = True,
     tunnels: bool = True,
+    frames: bool = True,
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
@@ -565,7 +574,9 @@ def build_view(
     """Decode every call of a cassette with the cassette's own schema.
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
-    --no-tunnel). `progress` is called now and then while decoding.
+    --no-tunnel); `frames=False` leaves router calls' messages (their frames, most of a cassette's bytes) out
+    of the view, for uses that read tunnels through their decoded summary. `progress` is called now and then
+    while decoding.
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     decoder = _MessageDecoder(registry, decode)
@@ -573,7 +584,7 @@ def build_view(
     router_calls: list[tuple[Call, ViewCall]] = []
     total = len(calls)
     for i, call in enumerate(calls):
-        view = _outer_view(decoder, call)
+        view = _outer_view(decoder, call, frames)
         views.append(view)
         if call.method == ROUTER_STREAM:
             router_calls.append((call, view))
