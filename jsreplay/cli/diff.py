@@ -14,7 +14,15 @@ import click
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.show import gc_paused, load_view, write_json, write_output
-from jsreplay.inspect.diff import DiffOptions, diff_views, render_text, report_to_json
+from jsreplay.inspect.diff import (
+    CanonicalUnits,
+    DiffOptions,
+    DroppedDataError,
+    canonical_units,
+    diff_views,
+    render_text,
+    report_to_json,
+)
 from jsreplay.inspect.view import CassetteView
 
 # Cassettes at least this big (together) are loaded side by side, the new one in a forked process.
@@ -28,31 +36,44 @@ def _load_for_diff(path: Path) -> CassetteView | None:
             view = load_view(path, frames=False, status=StatusLine(stream=io.StringIO()))
     except Exception:
         return None
-    # Less to send back: diff needs a decoded message's bytes only to re-read its unknown fields with the other
-    # cassette's schema (router frames are already left out: diff compares tunnels by their inner calls).
+    drop_inner_data(view)
+    return view
+
+
+def drop_inner_data(view: CassetteView) -> None:
+    """Less to send back: diff needs a decoded message's bytes only to re-read its unknown fields with the other
+    cassette's schema, or to re-decode the call as another method's (a rename; then `diff_views` raises
+    DroppedDataError and the parent loads the cassette itself)."""
     for call in view.calls:
         for inner in call.inner or ():
             for message in (*inner.requests, *inner.responses):
                 if message.value is not None and not message.unknown_paths:
                     message.data = b""
-    return view
+    view.inner_data_dropped = True
 
 
-def _load_both(old: Path, new: Path, status: StatusLine) -> tuple[CassetteView, CassetteView]:
-    """Both cassettes, decoded. Big ones load in parallel: decoding is CPU-bound Python, and forking before
-    anything is loaded keeps the child cheap (only its result travels back, pickled)."""
+def _load_both(
+    old: Path, new: Path, options: DiffOptions, status: StatusLine
+) -> tuple[CassetteView, CanonicalUnits, CassetteView]:
+    """Both cassettes, decoded, and the old one's canonical units. Big ones load in parallel: decoding is
+    CPU-bound Python, and forking before anything is loaded keeps the child cheap (only its result travels
+    back, pickled). The old cassette's units are built while the new one's view is still on its way."""
     try:
         big = old.stat().st_size + new.stat().st_size >= PARALLEL_LOAD_BYTES
     except OSError:
         big = False  # load_view reports the missing file
     if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return load_view(old, frames=False, status=status), load_view(new, frames=False, status=status)
+        old_view = load_view(old, frames=False, status=status)
+        new_view = load_view(new, frames=False, status=status)
+        return old_view, canonical_units(old_view, options), new_view
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         pending = pool.submit(_load_for_diff, new)
         old_view = load_view(old, frames=False, status=status)
+        old_units = canonical_units(old_view, options)
         status.show(f"{new.name}: decoding", force=True)
-        new_view = pending.result()
-    return old_view, new_view if new_view is not None else load_view(new, frames=False, status=status)
+        loaded = pending.result()
+    new_view = loaded if loaded is not None else load_view(new, frames=False, status=status)
+    return old_view, old_units, new_view
 
 
 @click.command("diff")
@@ -97,10 +118,14 @@ def diff_command(
     status = StatusLine()
     options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
     with gc_paused():
-        old_view, new_view = _load_both(old, new, status)
+        old_view, old_units, new_view = _load_both(old, new, options, status)
         status.show("comparing", force=True)
         try:
-            report = diff_views(old_view, new_view, options)
+            try:
+                report = diff_views(old_view, new_view, options, old_units=old_units)
+            except DroppedDataError:
+                new_view = load_view(new, frames=False, status=status)
+                report = diff_views(old_view, new_view, options)
         finally:
             status.clear()
     if fmt == "json":

@@ -208,17 +208,41 @@ def _call_summary(unit: Unit) -> dict[str, Any]:
     return summary
 
 
+class DroppedDataError(Exception):
+    """`diff_views` needs message bytes that the new view was loaded without (`inner_data_dropped`): load it
+    whole and diff again."""
+
+
+@dataclass
+class CanonicalUnits:
+    """One cassette's canonical unit groups, and the builder that made them (diff builds more with it)."""
+
+    builder: UnitBuilder
+    groups: list[UnitGroup]
+
+
+def canonical_units(view: CassetteView, options: DiffOptions | None = None) -> CanonicalUnits:
+    """What `diff_views` compares of `view`; build it ahead (while the other cassette loads) and pass it in."""
+    options = options or DiffOptions()
+    drivers = cassette_drivers(view) if options.defaults else {}
+    builder = UnitBuilder(Normalizer(defaults=options.defaults, ignores=options.ignores, drivers=drivers))
+    return CanonicalUnits(builder=builder, groups=builder.groups(view.calls))
+
+
 class _Comparer:
-    def __init__(self, old: CassetteView, new: CassetteView, options: DiffOptions) -> None:
+    def __init__(
+        self,
+        old: CassetteView,
+        new: CassetteView,
+        options: DiffOptions,
+        old_units: CanonicalUnits,
+        new_units: CanonicalUnits,
+    ) -> None:
         self.old = old
         self.new = new
         self.options = options
-        self.old_builder = UnitBuilder(self._normalizer(old))
-        self.new_builder = UnitBuilder(self._normalizer(new))
-
-    def _normalizer(self, view: CassetteView) -> Normalizer:
-        drivers = cassette_drivers(view) if self.options.defaults else {}
-        return Normalizer(defaults=self.options.defaults, ignores=self.options.ignores, drivers=drivers)
+        self.old_builder = old_units.builder
+        self.new_builder = new_units.builder
 
     # -------------------------------------------------------------------------------------- groups of calls
 
@@ -333,6 +357,8 @@ class _Comparer:
         info = registry.method(method) or self.old.registry.method(method)
         units = []
         for unit in group.units:
+            if self.new.inner_data_dropped and info is not None and unit.first.role == "tunnel":
+                raise DroppedDataError(f"{method}: re-decoding inner calls needs their bytes")
             calls = [self._retyped_call(c, method, registry, info) for c in unit.calls]
             if calls[0].inner is None:
                 rebuilt = self.new_builder.unit(calls[0])
@@ -498,14 +524,22 @@ def _schema_differences(changes: list[SchemaChange]) -> list[Difference]:
     ]
 
 
-def diff_views(old: CassetteView, new: CassetteView, options: DiffOptions | None = None) -> DiffReport:
-    """Compare two decoded cassettes; see the module docstring."""
+def diff_views(
+    old: CassetteView,
+    new: CassetteView,
+    options: DiffOptions | None = None,
+    *,
+    old_units: CanonicalUnits | None = None,
+    new_units: CanonicalUnits | None = None,
+) -> DiffReport:
+    """Compare two decoded cassettes; see the module docstring. `old_units`/`new_units`, when given, are
+    `canonical_units` of the views with the same options."""
     options = options or DiffOptions()
-    comparer = _Comparer(old, new, options)
+    old_units = old_units or canonical_units(old, options)
+    new_units = new_units or canonical_units(new, options)
+    comparer = _Comparer(old, new, options, old_units, new_units)
     differences = _schema_differences(diff_schemas(old.registry.descriptor_set, new.registry.descriptor_set))
-    old_groups = comparer.old_builder.groups(old.calls)
-    new_groups = comparer.new_builder.groups(new.calls)
-    differences.extend(comparer.groups(old_groups, new_groups, "", (None, None)))
+    differences.extend(comparer.groups(old_units.groups, new_units.groups, "", (None, None)))
     return DiffReport(
         differences=differences,
         options=options,

@@ -196,6 +196,9 @@ class CassetteView:
     calls: list[ViewCall]  # outer calls in the order they started
     events: int = 0
     truncated_at: int | None = None
+    # The bytes of inner calls' decoded messages were dropped (by diff's loader, to send less between
+    # processes); only re-decoding them as another type (diff's method renames) needs them.
+    inner_data_dropped: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         # A registry holds C descriptor pools, which don't pickle; it is rebuilt from the header's schema.

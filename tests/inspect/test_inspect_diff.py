@@ -32,7 +32,9 @@ from jsreplay.cassette.model import (
     Status,
 )
 from jsreplay.cli import cli
-from jsreplay.inspect.diff import DiffOptions, diff_views
+from jsreplay.cli.diff import drop_inner_data
+from jsreplay.inspect.diff import DiffOptions, DroppedDataError, diff_views
+from jsreplay.inspect.view import CassetteView
 from jsreplay.protocol.registry import Registry, UnknownField, WireType, encode_unknown
 
 pytestmark = pytest.mark.e2e  # the recordings come from the real client and exporter
@@ -527,6 +529,32 @@ def test_big_cassettes_load_side_by_side_with_the_same_result(recordings: Record
     result = run("diff", recordings.baseline, garbage)
     assert result.returncode == EXIT_ERROR
     assert result.stderr.startswith("jsreplay: error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_inner_rename_with_dropped_bytes_asks_for_the_whole_view(recordings: Recordings) -> None:
+    # diff's worker drops decoded inner messages' bytes before sending its view; re-decoding a renamed
+    # inner method needs them, so diff_views says so and the CLI loads the new cassette itself.
+    def renamed() -> CassetteView:
+        view = load(recordings.baseline2)
+        for call in view.calls:
+            for inner in call.inner or ():
+                if inner.method.endswith("/GetStatus"):
+                    inner.method = "/jumpstarter.v1.ExporterService/FetchStatus"
+        return view
+
+    old = load(recordings.baseline)
+    whole = diff_views(old, renamed())
+    assert [(d.kind.value, d.path) for d in whole.differences] == [
+        ("method_renamed", "RouterService/Stream[0] > ExporterService/GetStatus")
+    ]
+    dropped = renamed()
+    drop_inner_data(dropped)
+    with pytest.raises(DroppedDataError):
+        diff_views(old, dropped)
+    # Without a rename, the dropped bytes are not missed.
+    plain = load(recordings.baseline2)
+    drop_inner_data(plain)
+    assert diff_views(old, plain).differences == diff_views(old, load(recordings.baseline2)).differences == []
 
 
 def test_a_message_that_does_not_decode_is_shown_raw_and_diffed_whole(recordings: Recordings, tmp_path: Path) -> None:
