@@ -132,8 +132,10 @@ _ENABLE_CONNECT_PROTOCOL = SettingsFrame.ENABLE_CONNECT_PROTOCOL
 _HeaderKey: TypeAlias = tuple[bytes, int, tuple[tuple[bytes, bytes], ...], int, int]
 _HeaderSplit: TypeAlias = tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]
 _HEADER_CACHE: dict[_HeaderKey, _HeaderSplit] = {}
-_HEADER_CACHE_SIZE = 4096
-_HEADER_CACHE_MAX_BLOCK = 4096  # bytes; bigger blocks are rare and would make the cache big
+# Bounds on what the cache holds (a key keeps its table's entries): at most about 1024 * (4 + 16) KiB.
+_HEADER_CACHE_SIZE = 1024
+_HEADER_CACHE_MAX_BLOCK = 4096  # bytes; bigger blocks are rare
+_HEADER_CACHE_MAX_TABLE = 16384  # bytes; gRPC peers use 4096
 
 
 class RouterFrameType(enum.IntEnum):
@@ -538,7 +540,7 @@ class TunnelDecoder:
         table = decoder.header_table
         key: _HeaderKey | None = None
         split = None
-        if len(data) <= _HEADER_CACHE_MAX_BLOCK:
+        if len(data) <= _HEADER_CACHE_MAX_BLOCK and table.maxsize <= _HEADER_CACHE_MAX_TABLE:
             key = (
                 data,
                 table.maxsize,
