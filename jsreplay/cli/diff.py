@@ -33,7 +33,7 @@ def _load_for_diff(path: Path) -> CassetteView | None:
     """Load in the forked process; None when it fails (the parent then loads it itself and reports why)."""
     try:
         with gc_paused():
-            view = load_view(path, frames=False, status=StatusLine(stream=io.StringIO()))
+            view = load_view(path, frames=False, counts=False, status=StatusLine(stream=io.StringIO()))
     except Exception:
         return None
     drop_inner_data(view)
@@ -63,16 +63,16 @@ def _load_both(
     except OSError:
         big = False  # load_view reports the missing file
     if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        old_view = load_view(old, frames=False, status=status)
-        new_view = load_view(new, frames=False, status=status)
+        old_view = load_view(old, frames=False, counts=False, status=status)
+        new_view = load_view(new, frames=False, counts=False, status=status)
         return old_view, canonical_units(old_view, options), new_view
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         pending = pool.submit(_load_for_diff, new)
-        old_view = load_view(old, frames=False, status=status)
+        old_view = load_view(old, frames=False, counts=False, status=status)
         old_units = canonical_units(old_view, options)
         status.show(f"{new.name}: decoding", force=True)
         loaded = pending.result()
-    new_view = loaded if loaded is not None else load_view(new, frames=False, status=status)
+    new_view = loaded if loaded is not None else load_view(new, frames=False, counts=False, status=status)
     return old_view, old_units, new_view
 
 
@@ -124,7 +124,7 @@ def diff_command(
             try:
                 report = diff_views(old_view, new_view, options, old_units=old_units)
             except DroppedDataError:
-                new_view = load_view(new, frames=False, status=status)
+                new_view = load_view(new, frames=False, counts=False, status=status)
                 report = diff_views(old_view, new_view, options)
         finally:
             status.clear()

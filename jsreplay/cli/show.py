@@ -48,11 +48,13 @@ def load_view(
     decode: bool = True,
     tunnels: bool = True,
     frames: bool = True,
+    counts: bool = True,
     status: StatusLine | None = None,
 ) -> CassetteView:
     """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2).
 
-    `frames=False` drops router calls' raw frames (see `build_view`), which frees most of the file's bytes."""
+    `frames=False` drops router calls' raw frames, which frees most of the file's bytes; `counts=False` skips
+    counting the frames of tunnel ends that hold no inner calls (see `build_view`)."""
     status = status or StatusLine()
     with CassetteReader(path) as reader:
         events = []
@@ -73,6 +75,7 @@ def load_view(
             decode=decode,
             tunnels=tunnels,
             frames=frames,
+            counts=counts,
             events=len(events),
             truncated_at=truncated_at,
             progress=progress if status.enabled else None,

@@ -19,4 +19,4 @@ def textconv_command(cassette: Path) -> None:
     "jsreplay textconv"`.
     """
     with gc_paused():
-        write_output(render_textconv(load_view(cassette, frames=False)))
+        write_output(render_textconv(load_view(cassette, frames=False, counts=False)))

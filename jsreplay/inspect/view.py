@@ -511,6 +511,7 @@ def _decode_tunnel(decoder: _MessageDecoder, call: Call) -> DecodedTunnel:
 def _attach_tunnels(
     decoder: _MessageDecoder,
     router_calls: Sequence[tuple[Call, ViewCall]],
+    counts: bool,
     progress: ProgressFn | None,
 ) -> None:
     registry = decoder.registry
@@ -552,7 +553,7 @@ def _attach_tunnels(
         view.stream.holds_inner = True
         view.stream.error = view.stream.error or tunnel.error
         view.inner = tunnel.calls
-    for call, view in router_calls:
+    for call, view in router_calls if counts else ():
         if view.id not in holder_ids and view.stream is not None:
             out, into, error = _frames(registry, call)
             _fill_counts(
@@ -570,6 +571,7 @@ def build_view(
     decode: bool = True,
     tunnels: bool = True,
     frames: bool = True,
+    counts: bool = True,
     events: int = 0,
     truncated_at: int | None = None,
     progress: ProgressFn | None = None,
@@ -578,8 +580,9 @@ def build_view(
 
     `decode=False` keeps the raw bytes only (show --raw); `tunnels=False` skips the tunnel decoder (show
     --no-tunnel); `frames=False` leaves router calls' messages (their frames, most of a cassette's bytes) out
-    of the view, for uses that read tunnels through their decoded summary. `progress` is called now and then
-    while decoding.
+    of the view, for uses that read tunnels through their decoded summary; `counts=False` leaves the frame
+    counts of tunnel ends whose inner calls are listed elsewhere at zero (diff and textconv skip those ends).
+    `progress` is called now and then while decoding.
     """
     registry = Registry.for_descriptor_set(header.descriptor_set)
     decoder = _MessageDecoder(registry, decode)
@@ -594,6 +597,6 @@ def build_view(
         if progress is not None and i % 256 == 0:
             progress("decoding calls", i, total)
     if tunnels and router_calls:
-        _attach_tunnels(decoder, router_calls, progress)
+        _attach_tunnels(decoder, router_calls, counts, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
     return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
