@@ -6,13 +6,14 @@ with progress on a terminal, and writing long output to a pipe that may close ea
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gc
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -84,9 +85,19 @@ def load_view(
         status.clear()
 
 
-def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str = "\n") -> None:
+def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str = "\n", escapes: bool = True) -> None:
     """Write lines to stdout (or, with `sep=""`, pieces of one text, then a newline); a reader that goes away
-    (`| head`) ends the command quietly."""
+    (`| head`) ends the command quietly. `escapes=False` promises the text holds no terminal escape sequences
+    (JSON escapes every control character): then it goes to a UTF-8 stdout as it is, not through click.echo's
+    scan for escape sequences to strip."""
+    stream = None if escapes or not _utf8(sys.stdout) else sys.stdout
+
+    def emit(text: str, nl: bool) -> None:
+        if stream is None:
+            click.echo(text, color=color, nl=nl)
+        else:
+            stream.write(text + "\n" if nl else text)
+
     try:
         buffer: list[str] = []
         size = 0
@@ -94,10 +105,12 @@ def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str =
             buffer.append(line)
             size += len(line)
             if size > 1 << 20:
-                click.echo(sep.join(buffer), color=color, nl=sep == "\n")
+                emit(sep.join(buffer), sep == "\n")
                 buffer, size = [], 0
         if buffer or sep != "\n":
-            click.echo(sep.join(buffer), color=color)
+            emit(sep.join(buffer), True)
+        if stream is not None:
+            stream.flush()
         sys.stdout.flush()
     except BrokenPipeError:
         # Python would complain again when it flushes stdout at exit; point stdout at nothing first.
@@ -106,8 +119,16 @@ def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str =
         raise SystemExit(0) from None
 
 
+def _utf8(stream: TextIO) -> bool:
+    # What click.echo would write to as it is (it re-wraps a stream with an ASCII encoding).
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
 def write_json(document: Any) -> None:
-    write_output([dump_json(document)])
+    write_output([dump_json(document)], escapes=False)
 
 
 @click.command("show")
@@ -140,7 +161,7 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
         view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel, frames=raw or no_tunnel)
         options = ShowOptions(methods=methods, raw=raw)
         if fmt == "json":
-            write_output(view_json_text(view, str(cassette), options), sep="")
+            write_output(view_json_text(view, str(cassette), options), sep="", escapes=False)
         elif fmt == "mermaid":
             write_output(render_mermaid(select_calls(view, methods), view))
         else:
