@@ -126,12 +126,13 @@ _ENABLE_CONNECT_PROTOCOL = SettingsFrame.ENABLE_CONNECT_PROTOCOL
 
 
 # Header blocks already decoded and checked, keyed by all their decoding depends on: the bytes, the HPACK dynamic
-# table they were decoded against (its size limit and entries) and the decoder's limits. Only blocks that left the
-# table as they found it are kept, so a hit needs no table update; after a connection's first calls most blocks
-# only refer to entries added earlier, and a cassette's tunnels repeat the same calls. The values are not mutated.
-_HeaderKey: TypeAlias = tuple[bytes, int, tuple[tuple[bytes, bytes], ...], int, int]
+# table they were decoded against (its size limit and entries) and the decoder's limits; with the table they left
+# behind. Every tunnel is a new connection whose opening calls send the same blocks as the last one's, and later
+# blocks mostly refer to entries added earlier: most blocks of a cassette are hits. The values are not mutated.
+_Entries: TypeAlias = tuple[tuple[bytes, bytes], ...]
+_HeaderKey: TypeAlias = tuple[bytes, int, _Entries, int, int]
 _HeaderSplit: TypeAlias = tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]
-_HEADER_CACHE: dict[_HeaderKey, _HeaderSplit] = {}
+_HEADER_CACHE: dict[_HeaderKey, tuple[_HeaderSplit, int, _Entries]] = {}  # -> (split, table size limit, entries)
 # Bounds on what the cache holds (a key keeps its table's entries): at most about 1024 * (4 + 16) KiB.
 _HEADER_CACHE_SIZE = 1024
 _HEADER_CACHE_MAX_BLOCK = 4096  # bytes; bigger blocks are rare
@@ -541,14 +542,13 @@ class TunnelDecoder:
         key: _HeaderKey | None = None
         split = None
         if len(data) <= _HEADER_CACHE_MAX_BLOCK and table.maxsize <= _HEADER_CACHE_MAX_TABLE:
-            key = (
-                data,
-                table.maxsize,
-                tuple(table.dynamic_entries),
-                decoder.max_header_list_size,
-                decoder.max_allowed_table_size,
-            )
-            split = _HEADER_CACHE.get(key)
+            entries = tuple(table.dynamic_entries)
+            key = (data, table.maxsize, entries, decoder.max_header_list_size, decoder.max_allowed_table_size)
+            known = _HEADER_CACHE.get(key)
+            if known is not None:
+                split, maxsize, after = known
+                if maxsize != table.maxsize or after != entries:
+                    _set_table(table, maxsize, after)
         if split is None:
             try:
                 decoded = decoder.decode(data, raw=True)
@@ -558,10 +558,10 @@ class TunnelDecoder:
                 raise side.fail(f"HPACK: {err}", error_code=ErrorCode.COMPRESSION_ERROR) from err
             fields = [(cast(bytes, name), cast(bytes, value)) for name, value in decoded]
             split = self._split_fields(side, fields)
-            if key is not None and table.maxsize == key[1] and tuple(table.dynamic_entries) == key[2]:
+            if key is not None and table.maxsize <= _HEADER_CACHE_MAX_TABLE:
                 if len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
                     _HEADER_CACHE.clear()
-                _HEADER_CACHE[key] = split
+                _HEADER_CACHE[key] = (split, table.maxsize, tuple(table.dynamic_entries))
         pseudo, regular = split
         stream = side.streams.get(block.stream_id)
         if side.by_client:
@@ -773,6 +773,15 @@ class TunnelDecoder:
             raise side.fail(
                 f"stream ended inside a gRPC message ({len(stream.buffer)} bytes pending)", GrpcProtocolError
             )
+
+
+def _set_table(table: hpack.table.HeaderTable, maxsize: int, entries: _Entries) -> None:
+    """Put an HPACK dynamic table in a state it had elsewhere, through its public methods: a size limit of 0
+    empties it, then the entries go back in oldest first (`add` puts each in front)."""
+    table.maxsize = 0
+    table.maxsize = maxsize
+    for name, value in reversed(entries):
+        table.add(name, value)
 
 
 def _nothing_to_do(side: _Side, frame_type: int, stream_id: int, length: int, data: bytes, start: int) -> bool:

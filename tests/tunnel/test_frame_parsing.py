@@ -126,3 +126,47 @@ def test_skipped_flow_control_frames_decode_as_fully_checked_ones(
     fast = _decode(chunks)
     with mock.patch.object(decoder_module, "_nothing_to_do", lambda *args: False):
         assert _decode(chunks) == fast
+
+
+_FIELD_VALUES = st.sampled_from(["a", "b", "c" * 40, "d" * 300])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    connections=st.lists(
+        st.lists(
+            st.tuples(
+                st.lists(st.tuples(st.sampled_from(["x-one", "x-two", "x-three"]), _FIELD_VALUES), max_size=4),
+                st.sampled_from([None, 0, 64, 256, 4096]),  # a table size update before the block, or none
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    repeat=st.booleans(),
+)
+def test_cached_header_blocks_decode_and_leave_the_table_as_hpack_does(
+    connections: list[list[tuple[list[tuple[str, str]], int | None]]], repeat: bool
+) -> None:
+    # Decoded blocks are reused across connections together with the table they leave behind: decoding with
+    # the cache (each connection twice when `repeat`, so the second pass is all hits) must give what decoding
+    # every block afresh gives.
+    streams = []
+    for blocks in connections * (2 if repeat else 1):
+        peer = Peer(Direction.CLIENT_TO_EXPORTER)
+        data = peer.start()
+        for n, (extra, table_size) in enumerate(blocks):
+            if table_size is not None:
+                peer.encoder.header_table_size = table_size
+            data += peer.headers(2 * n + 1, request_fields("/x", *extra), end_stream=True)
+        streams.append(data)
+
+    def decode_all() -> list[list[object]]:
+        return [_decode([(Direction.CLIENT_TO_EXPORTER, data)]) for data in streams]
+
+    decoder_module._HEADER_CACHE.clear()
+    cached = decode_all()
+    with mock.patch.object(decoder_module, "_HEADER_CACHE_MAX_BLOCK", -1):
+        assert decode_all() == cached
