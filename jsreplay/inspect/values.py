@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from jsreplay.protocol.registry import UnknownField, WireType
@@ -50,16 +51,19 @@ def bytes_to_json(data: bytes, max_bytes: int | None = None) -> dict[str, Any]:
     return {"$bytes": base64.b64encode(data).decode()}
 
 
-def to_json(value: Any, max_bytes: int | None = None) -> Any:
-    """A decoded value (or any value built from the same types) as plain JSON data."""
+def to_json(
+    value: Any, max_bytes: int | None = None, bytes_json: Callable[[bytes, int | None], Any] = bytes_to_json
+) -> Any:
+    """A decoded value (or any value built from the same types) as plain JSON data; `bytes_json` turns bytes
+    into JSON data (see show.view_json_text for why it may be something else)."""
     if isinstance(value, dict):
-        return {str(k): to_json(v, max_bytes) for k, v in value.items()}
+        return {str(k): to_json(v, max_bytes, bytes_json) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [to_json(v, max_bytes) for v in value]
+        return [to_json(v, max_bytes, bytes_json) for v in value]
     if isinstance(value, bytes):
-        return bytes_to_json(value, max_bytes)
+        return bytes_json(value, max_bytes)
     if isinstance(value, UnknownField):
-        inner = bytes_to_json(value.value, max_bytes) if isinstance(value.value, bytes) else value.value
+        inner = bytes_json(value.value, max_bytes) if isinstance(value.value, bytes) else value.value
         return {"$unknown": {"number": value.number, "wire_type": value.wire_type.name, "value": inner}}
     if isinstance(value, float) and not math.isfinite(value):
         return {"$float": repr(value)}
