@@ -17,7 +17,7 @@ import pytest
 from jumpstarter_protocol.jumpstarter.client.v1 import client_pb2
 
 import jsreplay
-from jsreplay.cassette.format import read_cassette
+from jsreplay.cassette.format import CassetteReader, read_cassette
 from jsreplay.replay import ReplayReport
 from jsreplay.testing import FakeCluster, client_config, run_client_scenario
 from jsreplay.testing.recording import SELECTOR, RecordedRun, record_scenario
@@ -107,6 +107,30 @@ async def test_timestamps_are_shifted_to_now(recorded: RecordedRun) -> None:
     assert shift >= 0
     for live, old in zip(lease.conditions, recorded_lease.conditions, strict=True):
         assert live.lastTransitionTime.seconds - old.lastTransitionTime.seconds == shift
+
+
+async def test_a_cassette_changed_while_served_fails_the_call_clearly(recorded: RecordedRun, tmp_path: Path) -> None:
+    # Responses are read from the file when sent: a file rewritten under the server must give a clear error
+    # naming it, not a wrong answer or a traceback.
+    cassette = tmp_path / "changing.msgpack"
+    data = recorded.cassette.read_bytes()
+    cassette.write_bytes(data)
+    with CassetteReader(cassette) as reader:
+        first_event = next(offset for offset, _ in reader.iter_with_offsets())
+    request = next(c for c in read_cassette(cassette).calls() if c.method == GET_LEASE).requests[0]
+    async with jsreplay.replay(cassette) as server:
+        assert server.ca_pem is not None
+        cassette.write_bytes(data[:first_event] + bytes(len(data) - first_event))
+        creds = grpc.ssl_channel_credentials(root_certificates=server.ca_pem)
+        async with grpc.aio.secure_channel(server.endpoint, creds) as channel:
+            with anyio.fail_after(10), pytest.raises(grpc.aio.AioRpcError) as failed:
+                await channel.unary_unary(GET_LEASE)(request)
+        report = server.report
+    assert failed.value.code() == grpc.StatusCode.DATA_LOSS
+    assert str(cassette) in (failed.value.details() or "") and GET_LEASE in (failed.value.details() or "")
+    [error] = report.errors
+    assert error.method == GET_LEASE and str(cassette) in error.reason
+    assert report.to_json()["errors"][0]["method"] == GET_LEASE
 
 
 def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:

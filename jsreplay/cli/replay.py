@@ -130,7 +130,8 @@ def replay_command(
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
-    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error.
+    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error (including
+    a recording that could not be read back because the cassette changed while it was served).
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
     record = mode == "all" or (mode in ("once", "new_episodes") and not all(c.exists() for c in cassettes))
@@ -172,8 +173,13 @@ def replay_command(
     click.echo(f"jsreplay replay: {report.summary()}", err=True)
     for miss in report.missed:
         click.echo(f"jsreplay: miss: {miss.reason}", err=True)
+    for error in report.errors:
+        click.echo(f"jsreplay: error: {error.reason}", err=True)
     if child_code:
         click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
+    if report.errors:
+        raise SystemExit(EXIT_ERROR)
+    if child_code:
         raise SystemExit(EXIT_DIFFERENT)
     raise SystemExit(EXIT_DIFFERENT if report.missed else EXIT_OK)
 

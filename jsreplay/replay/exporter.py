@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import grpc
 
+from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.replay.matching import Matcher, MatchMode
@@ -35,9 +36,11 @@ class MockExporter(grpc.GenericRpcHandler):
         ignores: tuple[str, ...],
         allow_repeats: bool,
         on_miss: Callable[[str, str], None],
+        on_error: Callable[[str, str], None],
     ) -> None:
         self._registry = registry
         self._on_miss = on_miss
+        self._on_error = on_error
         self.matcher = Matcher(
             registry_for=lambda _script: registry,
             kind_of=self._kind,
@@ -63,8 +66,15 @@ class MockExporter(grpc.GenericRpcHandler):
         async def handler(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
             first = request if isinstance(request, bytes) else None
             if not self._resolved:
+                try:
+                    scripts = self._scripts()
+                except CassetteError as err:  # the tunnel's frames are read on first use
+                    reason = f"jsreplay: cannot serve {method} inside the tunnel: {err}"
+                    self._on_error(method, reason)
+                    await context.abort(grpc.StatusCode.DATA_LOSS, reason)
+                    return None
                 self._resolved = True
-                self.matcher.add(self._scripts())
+                self.matcher.add(scripts)
             outcome = self.matcher.match(method, first)
             if outcome.script is None:
                 self._on_miss(method, outcome.explanation)

@@ -26,6 +26,7 @@ class ReplayReport:
     tunnels_used: list[str] = field(default_factory=list)
     tunnels_unused: list[str] = field(default_factory=list)
     causal_timeouts: list[str] = field(default_factory=list)
+    errors: list[Miss] = field(default_factory=list)  # calls failed because their recording could not be read
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class ReplayReport:
                 "inner_calls": [{"recording": k, "method": m, "times": n} for k, m, n in self.inner],
             },
             "causal_timeouts": self.causal_timeouts,
+            "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
         }
 
     def write(self, path: Path) -> None:
@@ -52,4 +54,5 @@ class ReplayReport:
             f"({len(self.unused)} unused), {len(self.tunnels_used)} tunnels with {inner_used} inner calls, "
             f"{len(self.missed)} missed"
             + (f", {len(self.forwarded)} forwarded to the upstream and recorded" if self.forwarded else "")
+            + (f", {len(self.errors)} failed reading the cassette" if self.errors else "")
         )

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.replay.exporter import MockExporter, pump_socket_to_frames
@@ -153,15 +154,28 @@ class ReplayHandler(grpc.GenericRpcHandler):
         kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self._kind(method)
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> Any:
-            if method == ROUTER_STREAM:
-                return await self._tunnel(context)
-            return await self._serve(method, kind, request if isinstance(request, bytes) else None, context)
+            try:
+                if method == ROUTER_STREAM:
+                    return await self._tunnel(context)
+                return await self._serve(method, kind, request if isinstance(request, bytes) else None, context)
+            except CassetteError as err:  # responses are read when sent: the file changed since it was loaded
+                await self._cassette_error(method, err, context)
+                return None
 
         return rpc_method_handler(kind, handler)
 
     def _miss(self, method: str, explanation: str) -> None:
         log.warning("%s", explanation)
         self.report.missed.append(Miss(method=method, reason=explanation, at_s=self._elapsed()))
+
+    def _error(self, method: str, reason: str) -> None:
+        log.error("%s", reason)
+        self.report.errors.append(Miss(method=method, reason=reason, at_s=self._elapsed()))
+
+    async def _cassette_error(self, method: str, err: CassetteError, context: grpc.aio.ServicerContext) -> None:
+        reason = f"jsreplay: cannot serve {method}: {err}"
+        self._error(method, reason)
+        await context.abort(grpc.StatusCode.DATA_LOSS, reason)
 
     def _elapsed(self) -> float:
         return (time.monotonic_ns() - self._started_ns) / 1e9
@@ -251,6 +265,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
             ignores=self._config.ignores,
             allow_repeats=self._config.allow_repeats,
             on_miss=self._miss,
+            on_error=self._error,
         )
         port = await exporter.start()
         try:
