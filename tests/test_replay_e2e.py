@@ -44,6 +44,8 @@ async def replay_once(cassette: Path) -> tuple[dict[str, object], bytes, ReplayR
             server.endpoint, "any-token", server.ca_pem, name="alice", selector=SELECTOR, timeout=30
         )
         report = server.report
+    # A tunnel's decoded inner calls are held while it is open, not for the server's life.
+    assert not any(t.decoded for t in server.library.tunnels.values())
     return result.comparable(), result.echoed, report
 
 

@@ -87,6 +87,15 @@ class Tunnel:
             self._inner = [script_from_inner(c, self.stream.key) for c in decoded.calls if c.method]
         return self._inner
 
+    @property
+    def decoded(self) -> bool:
+        """Whether the inner calls are held decoded (from first use until `release`)."""
+        return self._inner is not None
+
+    def release(self) -> None:
+        """Drop the decoded inner calls (a tunnel's echo bytes can be megabytes); `inner` decodes again if asked."""
+        self._inner = None
+
 
 @dataclass(frozen=True)
 class LoadedCassette:

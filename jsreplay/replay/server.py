@@ -258,8 +258,15 @@ class ReplayHandler(grpc.GenericRpcHandler):
             await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
             return
         self._tunnels_used.add(own.stream.key)
+        assigned: list[Tunnel] = []
+
+        def inner_scripts() -> list[Script]:
+            if not assigned:  # once: a failed read of the frames must not claim a second recording
+                assigned.append(self._assign_tunnel(own))
+            return assigned[0].inner
+
         exporter = MockExporter(
-            lambda: self._assign_tunnel(own).inner,
+            inner_scripts,
             own.registry,
             mode=self._config.match,
             ignores=self._config.ignores,
@@ -273,6 +280,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
         finally:
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
             await exporter.stop()
+            for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
+                tunnel.release()
 
     def _assign_tunnel(self, own: Tunnel) -> Tunnel:
         """The recorded tunnel whose inner calls a new HTTP/2 tunnel gets.
@@ -350,6 +359,11 @@ class ReplayServer(ServesEndpoint):
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: ReplayHandler | None = None
+
+    @property
+    def library(self) -> Library:
+        """The loaded index of the cassettes (scripts, tunnels), as served."""
+        return self._library
 
     async def start(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
