@@ -126,14 +126,16 @@ class CallAssembler:
         call = self._calls.get(event.stream_id)
         if call is None:
             call = self._calls[event.stream_id] = InnerCall(stream_id=event.stream_id, opened_seq=seq)
-        match event:
+        match event:  # messages first: most events are messages
+            case RequestMessage():
+                call.request_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
+            case ResponseMessage():
+                call.response_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
             case RequestHeaders():
                 call.method = event.method
                 call.authority = event.authority
                 call.timeout = event.timeout
                 call.request_metadata = event.metadata
-            case RequestMessage():
-                call.request_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
             case RequestEnded():
                 call.request_ended = True
                 call.request_ended_seq = seq
@@ -141,8 +143,6 @@ class CallAssembler:
                 call.http_status = event.http_status
                 call.response_metadata = event.metadata
                 call.response_headers_seq = seq
-            case ResponseMessage():
-                call.response_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
             case ResponseTrailers():
                 call.code = event.code
                 call.details = event.details

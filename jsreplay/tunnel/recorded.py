@@ -166,11 +166,15 @@ def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
     tunnel = RecordedTunnel(call_id=call.call_id, side=TunnelSide.UNKNOWN)
     ordered: list[tuple[bool, RouterFrame]] = []  # (sent by this peer, frame)
     finder = SideFinder()
+    settled = False
+    frames_out, frames_in = tunnel.frames_out, tunnel.frames_in
     try:
         for sent, frame in iter_router_frames(call, registry):
-            (tunnel.frames_out if sent else tunnel.frames_in).append(frame)
+            (frames_out if sent else frames_in).append(frame)
             ordered.append((sent, frame))
-            finder.add(sent, frame)
+            if not settled:  # later frames cannot change the side
+                finder.add(sent, frame)
+                settled = finder.settled
     except ProtocolError as err:
         tunnel.error = f"router frame does not decode: {err}"
         return tunnel
@@ -180,9 +184,9 @@ def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
     client_sends = tunnel.side is TunnelSide.CLIENT
     decoder = TunnelDecoder()
     assembler = CallAssembler()
+    from_client, from_exporter = Direction.CLIENT_TO_EXPORTER, Direction.EXPORTER_TO_CLIENT
     for sent, frame in ordered:
-        from_client = sent == client_sends
-        direction = Direction.CLIENT_TO_EXPORTER if from_client else Direction.EXPORTER_TO_CLIENT
+        direction = from_client if sent == client_sends else from_exporter
         try:
             assembler.add_all(decoder.feed_router_frame(direction, frame.frame_type, frame.payload))
         except TunnelError as err:

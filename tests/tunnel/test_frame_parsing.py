@@ -122,9 +122,36 @@ _flow_control = st.one_of(
 def test_skipped_flow_control_frames_decode_as_fully_checked_ones(
     direction: Direction, start: bool, frames: list[bytes]
 ) -> None:
+    _same_with_and_without_skipping(direction, start, frames)
+
+
+def _window_update(stream: int, increment: int = 1) -> bytes:
+    return Peer.raw(0x8, 0, stream, struct.pack(">L", increment))
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+@pytest.mark.parametrize("start", [True, False])
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [Peer.raw(0x1, 0x0, 1, b""), _window_update(0)],  # inside a header block
+        [Peer.raw(0x1, 0x0, 1, b""), Peer.raw(0x6, 0, 0, bytes(8))],
+        [_window_update(1), _window_update(3), _window_update(5)],  # open or idle streams
+        [_window_update(2)],
+        [_window_update(0, 0), _window_update(0, 2**31), _window_update(0x80000001)],
+        [Peer.raw(0x8, 0, 0, bytes(5)), Peer.raw(0x8, 0, 0, bytes(3))],
+        [Peer.raw(0x6, 0, 1, bytes(8)), Peer.raw(0x6, 1, 0, bytes(8)), Peer.raw(0x6, 0, 0, bytes(9))],
+    ],
+)
+def test_flow_control_frames_at_each_check(direction: Direction, start: bool, frames: list[bytes]) -> None:
+    _same_with_and_without_skipping(direction, start, [Peer(direction).headers(1, request_fields()), *frames])
+    _same_with_and_without_skipping(direction, start, frames)
+
+
+def _same_with_and_without_skipping(direction: Direction, start: bool, frames: list[bytes]) -> None:
     chunks = [(direction, Peer(direction).start() if start else b"")] + [(direction, frame) for frame in frames]
     fast = _decode(chunks)
-    with mock.patch.object(decoder_module, "_nothing_to_do", lambda *args: False):
+    with mock.patch.object(decoder_module, "_SKIP_FLOW_CONTROL", False):
         assert _decode(chunks) == fast
 
 
