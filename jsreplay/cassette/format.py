@@ -260,9 +260,29 @@ def _message_builders() -> tuple[Callable[..., ClientMessage], Callable[..., Ser
 _client_message, _server_message = _message_builders()
 
 
+_CLIENT_MESSAGE = int(EventKind.CLIENT_MESSAGE)
+_SERVER_MESSAGE = int(EventKind.SERVER_MESSAGE)
+
+
 def record_to_event(record: Any) -> AnyEvent:
-    # The hot path of every reader (show and diff decode whole cassettes): the common fields are checked inline
-    # and the two message kinds, most records, come first.
+    # The hot path of every reader (show and diff decode whole cassettes). Well-formed message records, most of a
+    # cassette, are built here with the fewest steps; everything else, errors included, takes the general path.
+    if type(record) is list and len(record) >= 5:
+        head = record[0]
+        if (head == _CLIENT_MESSAGE or head == _SERVER_MESSAGE) and type(head) is int:
+            call_id, seq, t_ns, data = record[1], record[2], record[3], record[4]
+            if type(call_id) is int and type(seq) is int and type(t_ns) is int and type(data) is bytes:
+                if head == _CLIENT_MESSAGE:
+                    return _client_message(call_id, seq, t_ns, data)
+                if len(record) >= 6:
+                    forwarded = record[5]
+                    if forwarded is None or type(forwarded) is bytes:
+                        return _server_message(call_id, seq, t_ns, data, forwarded)
+    return _record_to_event(record)
+
+
+def _record_to_event(record: Any) -> AnyEvent:
+    """Any record, with every check: the common fields inline, the two message kinds first."""
     if type(record) is not list or not record:
         raise _Bad("an event record must be a non-empty array")
     head = record[0]

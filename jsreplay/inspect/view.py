@@ -25,6 +25,7 @@ from jsreplay.cassette.model import (
     Header,
     Metadata,
     Role,
+    ServerHeaders,
     ServerMessage,
     Status,
     metadata_get,
@@ -316,16 +317,17 @@ class _MessageDecoder:
         return message
 
 
-def _outer_end(call: Call) -> CallEnd:
-    for event in call.events:
-        if isinstance(event, Status):
-            return CallEnd(EndKind.STATUS, code_name(event.code), event.details, t_ns=event.t_ns)
-        if isinstance(event, Cancel):
-            status = "CANCELLED"
-            timeout = call.start.timeout_ns
-            if event.by.value == "client" and timeout and event.t_ns - call.start.t_ns >= timeout * _DEADLINE_SLACK:
-                status = "DEADLINE_EXCEEDED"
-            return CallEnd(EndKind.CANCEL, status, event.reason, by=event.by.value, t_ns=event.t_ns)
+def _outer_end(call: Call, first_end: Status | Cancel | None) -> CallEnd:
+    """How the call ended, given its first Status or Cancel event (if any)."""
+    event = first_end
+    if type(event) is Status:
+        return CallEnd(EndKind.STATUS, code_name(event.code), event.details, t_ns=event.t_ns)
+    if type(event) is Cancel:
+        status = "CANCELLED"
+        timeout = call.start.timeout_ns
+        if event.by.value == "client" and timeout and event.t_ns - call.start.t_ns >= timeout * _DEADLINE_SLACK:
+            status = "DEADLINE_EXCEEDED"
+        return CallEnd(EndKind.CANCEL, status, event.reason, by=event.by.value, t_ns=event.t_ns)
     last = call.events[-1].t_ns if call.events else call.start.t_ns
     return CallEnd(EndKind.OPEN, None, t_ns=None if not call.events else last)
 
@@ -396,21 +398,34 @@ def _outer_view(decoder: _MessageDecoder, call: Call, frames: bool) -> ViewCall:
     request_type, response_type, known = _message_types(decoder.registry, call.method)
     requests: list[ViewMessage] = []
     responses: list[ViewMessage] = []
-    if call.method == ROUTER_STREAM:
-        # Router frames are summarised by the tunnel decoding; keep their bytes (--raw), don't decode them.
-        for event in call.events if frames else ():
-            if type(event) is ClientMessage:
-                requests.append(ViewMessage(data=event.data, type_name=request_type, t_ns=event.t_ns))
-            elif type(event) is ServerMessage:
-                responses.append(ViewMessage(data=event.data, type_name=response_type, t_ns=event.t_ns))
-    else:
-        for event in call.events:
-            if isinstance(event, ClientMessage):
+    # Router frames are summarised by the tunnel decoding; keep their bytes (--raw), don't decode them.
+    router = call.method == ROUTER_STREAM
+    first_end: Status | Cancel | None = None  # what Call.status, .cancel and .initial_metadata would find,
+    first_status: Status | None = None  # in one pass over the events (a router call has hundreds)
+    initial_metadata: Metadata | None = None
+    for event in call.events:
+        if type(event) is ClientMessage:
+            if not router:
                 requests.append(decoder(request_type, event.data, event.t_ns))
-            elif isinstance(event, ServerMessage):
+            elif frames:
+                requests.append(ViewMessage(data=event.data, type_name=request_type, t_ns=event.t_ns))
+        elif type(event) is ServerMessage:
+            if not router:
                 responses.append(decoder(response_type, event.data, event.t_ns))
-    end = _outer_end(call)
-    status = call.status
+            elif frames:
+                responses.append(ViewMessage(data=event.data, type_name=response_type, t_ns=event.t_ns))
+        elif type(event) is Status:
+            if first_status is None:
+                first_status = event
+            if first_end is None:
+                first_end = event
+        elif type(event) is Cancel:
+            if first_end is None:
+                first_end = event
+        elif type(event) is ServerHeaders and initial_metadata is None:
+            initial_metadata = event.metadata
+    end = _outer_end(call, first_end)
+    status = first_status
     kind = metadata_get(call.start.metadata, "jumpstarter-kind")
     last_t = call.events[-1].t_ns if call.events else call.start.t_ns
     return ViewCall(
@@ -421,7 +436,7 @@ def _outer_view(decoder: _MessageDecoder, call: Call, frames: bool) -> ViewCall:
         end=end,
         known=known,
         metadata=call.start.metadata,
-        initial_metadata=call.initial_metadata,
+        initial_metadata=initial_metadata,
         trailing_metadata=status.trailing_metadata if status is not None else (),
         requests=requests,
         responses=responses,
