@@ -92,8 +92,12 @@ def signature(value: Any) -> str:
     Dict keys are sorted, so two equal bodies sign alike whatever order their keys were built in; the JSON
     encoder is C code, which matters when a cassette has tens of thousands of calls.
     """
-    text = json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False, check_circular=False)
+    text = _SIGNATURE_JSON.encode(value)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+# What json.dumps(value, sort_keys=True, default=..., ensure_ascii=False, check_circular=False) builds per call.
+_SIGNATURE_JSON = json.JSONEncoder(sort_keys=True, default=_json_default, ensure_ascii=False, check_circular=False)
 
 
 @dataclass(eq=False)
