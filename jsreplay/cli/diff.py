@@ -29,35 +29,40 @@ from jsreplay.inspect.view import CassetteView
 PARALLEL_LOAD_BYTES = 16 << 20
 
 
-def _load_for_diff(path: Path) -> CassetteView | None:
-    """Load in the forked process; None when it fails (the parent then loads it itself and reports why)."""
+def _load_for_diff(path: Path, options: DiffOptions) -> tuple[CassetteView, CanonicalUnits] | None:
+    """In the forked process: the view and its canonical units, with what the parent will not need dropped;
+    None when loading fails (the parent then loads it itself and reports why)."""
     try:
         with gc_paused():
             view = load_view(path, frames=False, counts=False, status=StatusLine(stream=io.StringIO()))
+            units = canonical_units(view, options)
     except Exception:
         return None
-    drop_inner_data(view)
-    return view
+    drop_inner_messages(view)
+    return view, units
 
 
-def drop_inner_data(view: CassetteView) -> None:
-    """Less to send back: diff needs a decoded message's bytes only to re-read its unknown fields with the other
-    cassette's schema, or to re-decode the call as another method's (a rename; then `diff_views` raises
-    DroppedDataError and the parent loads the cassette itself)."""
+def drop_inner_messages(view: CassetteView) -> None:
+    """Less to send back: with the units built, diff reads an inner call's messages again only to name unknown
+    fields with the other cassette's schema (kept), or to rebuild its unit for a renamed method (then
+    `diff_views` raises DroppedDataError and the parent loads the cassette itself). Their decoded values are
+    most of a view that carries byte streams, and the units hold them normalised already."""
     for call in view.calls:
         for inner in call.inner or ():
             for message in (*inner.requests, *inner.responses):
                 if message.value is not None and not message.unknown_paths:
-                    message.data = b""
+                    message.data, message.value = b"", None
     view.inner_data_dropped = True
 
 
 def _load_both(
     old: Path, new: Path, options: DiffOptions, status: StatusLine
-) -> tuple[CassetteView, CanonicalUnits, CassetteView]:
-    """Both cassettes, decoded, and the old one's canonical units. Big ones load in parallel: decoding is
-    CPU-bound Python, and forking before anything is loaded keeps the child cheap (only its result travels
-    back, pickled). The old cassette's units are built while the new one's view is still on its way."""
+) -> tuple[CassetteView, CanonicalUnits, CassetteView, CanonicalUnits | None]:
+    """Both cassettes, decoded, the old one's canonical units and, when built alongside, the new one's.
+
+    Big cassettes load in parallel: decoding is CPU-bound Python, and forking before anything is loaded keeps
+    the child cheap. The child also builds the new cassette's units, as the parent does the old one's; only
+    its result travels back, pickled."""
     try:
         big = old.stat().st_size + new.stat().st_size >= PARALLEL_LOAD_BYTES
     except OSError:
@@ -65,15 +70,16 @@ def _load_both(
     if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         old_view = load_view(old, frames=False, counts=False, status=status)
         new_view = load_view(new, frames=False, counts=False, status=status)
-        return old_view, canonical_units(old_view, options), new_view
+        return old_view, canonical_units(old_view, options), new_view, None
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        pending = pool.submit(_load_for_diff, new)
+        pending = pool.submit(_load_for_diff, new, options)
         old_view = load_view(old, frames=False, counts=False, status=status)
         old_units = canonical_units(old_view, options)
         status.show(f"{new.name}: decoding", force=True)
         loaded = pending.result()
-    new_view = loaded if loaded is not None else load_view(new, frames=False, counts=False, status=status)
-    return old_view, old_units, new_view
+    if loaded is None:
+        return old_view, old_units, load_view(new, frames=False, counts=False, status=status), None
+    return old_view, old_units, *loaded
 
 
 @click.command("diff")
@@ -118,11 +124,11 @@ def diff_command(
     status = StatusLine()
     options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
     with gc_paused():
-        old_view, old_units, new_view = _load_both(old, new, options, status)
+        old_view, old_units, new_view, new_units = _load_both(old, new, options, status)
         status.show("comparing", force=True)
         try:
             try:
-                report = diff_views(old_view, new_view, options, old_units=old_units)
+                report = diff_views(old_view, new_view, options, old_units=old_units, new_units=new_units)
             except DroppedDataError:
                 new_view = load_view(new, frames=False, counts=False, status=status)
                 report = diff_views(old_view, new_view, options)

@@ -111,6 +111,7 @@ class Unit:
     sig: str
     index: int = 0  # the first call's index among its group's calls (the `[n]` of a path)
     inner: list[Unit] = field(default_factory=list)  # tunnels: the inner calls' units, in canonical order
+    inner_groups: list[UnitGroup] = field(default_factory=list)  # tunnels: the same units in their groups
     # For each message in body["requests"]/["responses"], the recorded message it came from (None when it
     # was built from several, e.g. joined byte-stream frames); diff re-decodes these with the other schema.
     sources: dict[str, list[ViewMessage | None]] = field(default_factory=dict)
@@ -188,6 +189,10 @@ class UnitBuilder:
         # value (see view._MessageDecoder), which the view keeps alive as long as this builder is used.
         self._normalized: dict[tuple[str, int], Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The memo is keyed by object identities, which mean nothing in another process.
+        return {**self.__dict__, "_normalized": {}}
+
     def _normalize(self, path: str, message: ViewMessage) -> Any:
         if message.value is None:
             return self.normalizer.value(path, _message_value(message))
@@ -211,11 +216,13 @@ class UnitBuilder:
     def unit(self, call: ViewCall) -> Unit:
         sources: dict[str, list[ViewMessage | None]] = {}
         inner: list[Unit] = []
+        inner_groups: list[UnitGroup] = []
         body: dict[str, Any]
         if call.inner is not None:
             # A tunnel compares by its inner calls only: its frames and its own end are how the router and
             # the peers' shutdown happened to play out.
-            inner = [u for g in self.groups(call.inner) for u in g.units]
+            inner_groups = self.groups(call.inner)
+            inner = [u for g in inner_groups for u in g.units]
             body = {"method": call.method, "tunnel": [(u.method, u.sig) for u in inner]}
         else:
             short = call.short_method
@@ -238,6 +245,7 @@ class UnitBuilder:
             body=body,
             sig=signature(body),
             inner=inner,
+            inner_groups=inner_groups,
             sources=sources,
         )
 

@@ -224,6 +224,8 @@ class CanonicalUnits:
 def canonical_units(view: CassetteView, options: DiffOptions | None = None) -> CanonicalUnits:
     """What `diff_views` compares of `view`; build it ahead (while the other cassette loads) and pass it in."""
     options = options or DiffOptions()
+    if view.inner_data_dropped:
+        raise DroppedDataError("the view's inner messages were dropped: build its units before dropping them")
     drivers = cassette_drivers(view) if options.defaults else {}
     builder = UnitBuilder(Normalizer(defaults=options.defaults, ignores=options.ignores, drivers=drivers))
     return CanonicalUnits(builder=builder, groups=builder.groups(view.calls))
@@ -357,8 +359,8 @@ class _Comparer:
         info = registry.method(method) or self.old.registry.method(method)
         units = []
         for unit in group.units:
-            if self.new.inner_data_dropped and info is not None and unit.first.role == "tunnel":
-                raise DroppedDataError(f"{method}: re-decoding inner calls needs their bytes")
+            if self.new.inner_data_dropped and unit.first.role == "tunnel":
+                raise DroppedDataError(f"{method}: re-building inner calls' units needs their messages")
             calls = [self._retyped_call(c, method, registry, info) for c in unit.calls]
             if calls[0].inner is None:
                 rebuilt = self.new_builder.unit(calls[0])
@@ -407,9 +409,7 @@ class _Comparer:
         out: list[Difference] = []
         if old.sig != new.sig:
             if old.first.inner is not None and new.first.inner is not None:
-                inner_old = self.old_builder.groups(old.first.inner)
-                inner_new = self.new_builder.groups(new.first.inner)
-                out.extend(self.groups(inner_old, inner_new, f"{path} > ", ids))
+                out.extend(self.groups(old.inner_groups, new.inner_groups, f"{path} > ", ids))
             else:
                 out.extend(self._call_body(old, new, path))
         out.extend(self._timing(old, new, path))

@@ -197,8 +197,8 @@ class CassetteView:
     calls: list[ViewCall]  # outer calls in the order they started
     events: int = 0
     truncated_at: int | None = None
-    # The bytes of inner calls' decoded messages were dropped (by diff's loader, to send less between
-    # processes); only re-decoding them as another type (diff's method renames) needs them.
+    # Inner calls' decoded messages were dropped, bytes and values (by diff's loader, to send less between
+    # processes, once it had built their units); only re-building their units (diff's method renames) needs them.
     inner_data_dropped: bool = False
 
     def __getstate__(self) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from jsreplay.cassette.model import (
     Status,
 )
 from jsreplay.cli import cli
-from jsreplay.cli.diff import drop_inner_data
-from jsreplay.inspect.diff import DiffOptions, DroppedDataError, diff_views
+from jsreplay.cli.diff import drop_inner_messages
+from jsreplay.inspect.diff import CanonicalUnits, DiffOptions, DroppedDataError, canonical_units, diff_views
 from jsreplay.inspect.view import CassetteView
 from jsreplay.protocol.registry import Registry, UnknownField, WireType, encode_unknown
 
@@ -524,6 +524,23 @@ def test_big_cassettes_load_side_by_side_with_the_same_result(recordings: Record
     assert [d["path"] for d in json.loads(result.stdout)["differences"]] == [
         "RouterService/Stream[0] > ExporterService/StreamingDriverCall[0].responses[1].result.voltage"
     ]
+    # A renamed method: the new side's units, built in the worker, are rebuilt in the parent with its builder.
+    renamed = "/jumpstarter.client.v1.ClientService/FetchExporter"
+    variant = edit(
+        recordings.baseline2,
+        tmp_path / "renamed.msgpack",
+        lambda c: replace_events(
+            c,
+            lambda e: (
+                dataclasses.replace(e, method=renamed)
+                if isinstance(e, CallStart) and e.method.endswith("ClientService/GetExporter")
+                else e
+            ),
+        ),
+    )
+    for old, new in ((recordings.baseline, variant), (variant, recordings.driver_changed)):
+        side_by_side = run("diff", "--format", "json", old, new)
+        assert side_by_side.stdout == run_cli("diff", "--format", "json", old, new).stdout
     garbage = tmp_path / "garbage.msgpack"
     garbage.write_bytes(b"\x89JSR\r\n\x1a\n" + b"\xc1" * 32)
     result = run("diff", recordings.baseline, garbage)
@@ -531,9 +548,10 @@ def test_big_cassettes_load_side_by_side_with_the_same_result(recordings: Record
     assert result.stderr.startswith("jsreplay: error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_an_inner_rename_with_dropped_bytes_asks_for_the_whole_view(recordings: Recordings) -> None:
-    # diff's worker drops decoded inner messages' bytes before sending its view; re-decoding a renamed
-    # inner method needs them, so diff_views says so and the CLI loads the new cassette itself.
+def test_an_inner_rename_with_dropped_messages_asks_for_the_whole_view(recordings: Recordings) -> None:
+    # diff's worker builds the new cassette's units, then drops inner messages' bytes and values before
+    # sending; rebuilding a renamed inner method's units needs them, so diff_views says so and the CLI then
+    # loads the new cassette itself.
     def renamed() -> CassetteView:
         view = load(recordings.baseline2)
         for call in view.calls:
@@ -542,19 +560,26 @@ def test_an_inner_rename_with_dropped_bytes_asks_for_the_whole_view(recordings: 
                     inner.method = "/jumpstarter.v1.ExporterService/FetchStatus"
         return view
 
+    def as_sent(view: CassetteView) -> tuple[CassetteView, CanonicalUnits]:
+        units = canonical_units(view)
+        drop_inner_messages(view)
+        return view, units
+
     old = load(recordings.baseline)
     whole = diff_views(old, renamed())
     assert [(d.kind.value, d.path) for d in whole.differences] == [
         ("method_renamed", "RouterService/Stream[0] > ExporterService/GetStatus")
     ]
-    dropped = renamed()
-    drop_inner_data(dropped)
+    dropped, units = as_sent(renamed())
     with pytest.raises(DroppedDataError):
-        diff_views(old, dropped)
-    # Without a rename, the dropped bytes are not missed.
-    plain = load(recordings.baseline2)
-    drop_inner_data(plain)
-    assert diff_views(old, plain).differences == diff_views(old, load(recordings.baseline2)).differences == []
+        diff_views(old, dropped, new_units=units)
+    with pytest.raises(DroppedDataError):
+        canonical_units(dropped)  # units must be built before the messages go
+    # Without a rename, the dropped messages are not missed.
+    plain, units = as_sent(load(recordings.baseline2))
+    assert diff_views(old, plain, new_units=units).differences == []
+    changed, units = as_sent(load(recordings.driver_changed))
+    assert diff_views(old, changed, new_units=units) == diff_views(old, load(recordings.driver_changed))
 
 
 def test_a_message_that_does_not_decode_is_shown_raw_and_diffed_whole(recordings: Recordings, tmp_path: Path) -> None:
