@@ -160,6 +160,11 @@ def _metadata(value: Any, what: str) -> Metadata:
         raise _Bad(f"{what} must be an array of [key, value] pairs")
     out: list[tuple[str, str | bytes]] = []
     for pair in value:
+        if type(pair) is list and len(pair) == 2:  # the common case, checked without building messages
+            key, item = pair
+            if type(key) is str and (type(item) is str or type(item) is bytes):
+                out.append((key, item))
+                continue
         if not isinstance(pair, list) or len(pair) != 2:
             raise _Bad(f"{what} must be an array of [key, value] pairs")
         key = _str(pair[0], f"{what} key")
@@ -260,8 +265,14 @@ def _message_builders() -> tuple[Callable[..., ClientMessage], Callable[..., Ser
 _client_message, _server_message = _message_builders()
 
 
+_CALL_START = int(EventKind.CALL_START)
 _CLIENT_MESSAGE = int(EventKind.CLIENT_MESSAGE)
+_SERVER_HEADERS = int(EventKind.SERVER_HEADERS)
 _SERVER_MESSAGE = int(EventKind.SERVER_MESSAGE)
+_CLIENT_HALF_CLOSE = int(EventKind.CLIENT_HALF_CLOSE)
+_STATUS = int(EventKind.STATUS)
+_CANCEL = int(EventKind.CANCEL)
+_MIN_LENGTH = {int(kind): n for kind, n in _RECORD_LENGTH.items()}  # by number: an Enum hashes in Python
 
 
 def record_to_event(record: Any) -> AnyEvent:
@@ -289,7 +300,7 @@ def _record_to_event(record: Any) -> AnyEvent:
     kind = _KINDS.get(head) if type(head) is int else None
     if kind is None:
         raise _Bad(f"unknown event kind {head!r}" if type(head) is int else _type_problem(head, "event kind"))
-    if len(record) < _RECORD_LENGTH[kind]:
+    if len(record) < _MIN_LENGTH[head]:
         raise _Bad(f"{kind.name} record has {len(record)} elements, needs {_RECORD_LENGTH[kind]}")
     call_id, seq, t_ns = record[1], record[2], record[3]
     if type(call_id) is not int:
@@ -298,10 +309,10 @@ def _record_to_event(record: Any) -> AnyEvent:
         raise _Bad(_type_problem(seq, "sequence number"))
     if type(t_ns) is not int:
         raise _Bad(_type_problem(t_ns, "time offset"))
-    if kind is EventKind.CLIENT_MESSAGE:
+    if head == _CLIENT_MESSAGE:
         data = record[4]
         return _client_message(call_id, seq, t_ns, data if type(data) is bytes else _bytes(data, "message"))
-    if kind is EventKind.SERVER_MESSAGE:
+    if head == _SERVER_MESSAGE:
         data, forwarded = record[4], record[5]
         return _server_message(
             call_id,
@@ -310,42 +321,42 @@ def _record_to_event(record: Any) -> AnyEvent:
             data if type(data) is bytes else _bytes(data, "message"),
             None if forwarded is None else _bytes(forwarded, "forwarded message"),
         )
-    match kind:
-        case EventKind.CALL_START:
-            role = _STRING_TO_ROLE.get(_str(record[5], "role"))
-            if role is None:
-                raise _Bad(f"unknown role {record[5]!r}")
-            timeout = record[9]
-            return CallStart(
-                call_id=call_id,
-                seq=seq,
-                t_ns=t_ns,
-                method=_str(record[4], "method"),
-                role=role,
-                metadata=_metadata(record[6], "request metadata"),
-                peer=_str(record[7], "peer"),
-                target=_str(record[8], "target"),
-                timeout_ns=None if timeout is None else _int(timeout, "timeout"),
-            )
-        case EventKind.SERVER_HEADERS:
-            return ServerHeaders(call_id=call_id, seq=seq, t_ns=t_ns, metadata=_metadata(record[4], "initial metadata"))
-        case EventKind.CLIENT_HALF_CLOSE:
-            return ClientHalfClose(call_id=call_id, seq=seq, t_ns=t_ns)
-        case EventKind.STATUS:
-            return Status(
-                call_id=call_id,
-                seq=seq,
-                t_ns=t_ns,
-                code=_int(record[4], "status code"),
-                details=_str(record[5], "status details"),
-                trailing_metadata=_metadata(record[6], "trailing metadata"),
-            )
-        case EventKind.CANCEL:
-            by = _STRING_TO_CANCEL.get(_str(record[4], "cancel source"))
-            if by is None:
-                raise _Bad(f"unknown cancel source {record[4]!r}")
-            return Cancel(call_id=call_id, seq=seq, t_ns=t_ns, by=by, reason=_str(record[5], "cancel reason"))
-    raise _Bad(f"unknown event kind {kind}")  # pragma: no cover - the match is exhaustive
+    # Kinds by their number: comparing Enum members costs a class lookup each.
+    if head == _CALL_START:
+        role = _STRING_TO_ROLE.get(_str(record[5], "role"))
+        if role is None:
+            raise _Bad(f"unknown role {record[5]!r}")
+        timeout = record[9]
+        return CallStart(
+            call_id=call_id,
+            seq=seq,
+            t_ns=t_ns,
+            method=_str(record[4], "method"),
+            role=role,
+            metadata=_metadata(record[6], "request metadata"),
+            peer=_str(record[7], "peer"),
+            target=_str(record[8], "target"),
+            timeout_ns=None if timeout is None else _int(timeout, "timeout"),
+        )
+    if head == _SERVER_HEADERS:
+        return ServerHeaders(call_id=call_id, seq=seq, t_ns=t_ns, metadata=_metadata(record[4], "initial metadata"))
+    if head == _CLIENT_HALF_CLOSE:
+        return ClientHalfClose(call_id=call_id, seq=seq, t_ns=t_ns)
+    if head == _STATUS:
+        return Status(
+            call_id=call_id,
+            seq=seq,
+            t_ns=t_ns,
+            code=_int(record[4], "status code"),
+            details=_str(record[5], "status details"),
+            trailing_metadata=_metadata(record[6], "trailing metadata"),
+        )
+    if head == _CANCEL:
+        by = _STRING_TO_CANCEL.get(_str(record[4], "cancel source"))
+        if by is None:
+            raise _Bad(f"unknown cancel source {record[4]!r}")
+        return Cancel(call_id=call_id, seq=seq, t_ns=t_ns, by=by, reason=_str(record[5], "cancel reason"))
+    raise _Bad(f"unknown event kind {kind}")  # pragma: no cover - every kind is handled above
 
 
 # ---------------------------------------------------------------------------------------------------- writer
