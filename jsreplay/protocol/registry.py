@@ -158,6 +158,11 @@ class Registry:
     def method(self, path: str) -> MethodInfo | None:
         return self._methods.get(path)
 
+    def kind_of(self, path: str) -> StreamKind:
+        """How a call on `path` streams; a method the schema does not know is served as bidi (the most general)."""
+        info = self._methods.get(path)
+        return info.kind if info is not None else StreamKind.BIDI_STREAMING
+
     def methods(self) -> list[MethodInfo]:
         return list(self._methods.values())
 

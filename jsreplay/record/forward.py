@@ -93,8 +93,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        info = self._registry.method(method)
-        kind = info.kind if info is not None else StreamKind.BIDI_STREAMING
+        kind = self._registry.kind_of(method)
 
         def bind(fn: Handler) -> Handler:
             async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:

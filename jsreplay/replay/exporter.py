@@ -17,7 +17,7 @@ import grpc
 
 from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
-from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.protocol.registry import Registry
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play
@@ -43,7 +43,7 @@ class MockExporter(grpc.GenericRpcHandler):
         self._on_error = on_error
         self.matcher = Matcher(
             registry_for=lambda _script: registry,
-            kind_of=self._kind,
+            kind_of=self._registry.kind_of,
             mode=mode,
             ignores=ignores,
             allow_repeats=allow_repeats,
@@ -55,13 +55,9 @@ class MockExporter(grpc.GenericRpcHandler):
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
-    def _kind(self, method: str) -> StreamKind:
-        info = self._registry.method(method)
-        return info.kind if info is not None else StreamKind.BIDI_STREAMING
-
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        kind = self._kind(method)
+        kind = self._registry.kind_of(method)
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
             first = request if isinstance(request, bytes) else None

@@ -124,7 +124,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self.report = ReplayReport(cassettes=[str(p) for p in config.cassettes])
         self.matcher = Matcher(
             registry_for=library.registry_for,
-            kind_of=self._kind,
+            kind_of=self._registry.kind_of,
             mode=config.match,
             ignores=config.ignores,
             allow_repeats=config.allow_repeats,
@@ -143,15 +143,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
     # ------------------------------------------------------------------------------------------ setup
 
-    def _kind(self, method: str) -> StreamKind:
-        info = self._registry.method(method)
-        return info.kind if info is not None else StreamKind.BIDI_STREAMING
-
     # ------------------------------------------------------------------------------------------ dispatch
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self._kind(method)
+        kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self._registry.kind_of(method)
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> Any:
             try:

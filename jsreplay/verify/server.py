@@ -87,7 +87,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
         self.registry = plan.registry
         self.matcher = Matcher(
             registry_for=plan.library.registry_for,
-            kind_of=self._kind,
+            kind_of=self.registry.kind_of,
             mode=MatchMode.DEFAULT,
             ignores=config.ignores,
         )
@@ -143,13 +143,9 @@ class VerifyHandler(grpc.GenericRpcHandler):
 
     # ------------------------------------------------------------------------------------------ dispatch
 
-    def _kind(self, method: str) -> StreamKind:
-        info = self.registry.method(method)
-        return info.kind if info is not None else StreamKind.BIDI_STREAMING
-
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self._kind(method)
+        kind = StreamKind.BIDI_STREAMING if method == ROUTER_STREAM else self.registry.kind_of(method)
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> Any:
             if method == ROUTER_STREAM:
