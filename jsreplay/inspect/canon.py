@@ -29,14 +29,12 @@ from typing import Any
 from jsreplay.inspect.ignores import Normalizer, driver_names
 from jsreplay.inspect.view import CassetteView, EndKind, ViewCall, ViewMessage
 from jsreplay.protocol.registry import UnknownField
-from jsreplay.tunnel.recorded import ROUTER_STREAM
+from jsreplay.protocol.wire import GET_REPORT, REGISTER, ROUTER_STREAM
 
 _LONG_BYTES = 64  # longer byte strings are represented by a digest in signatures
 _MISSING = object()
 _DATA = "FRAME_TYPE_DATA"
 _PING = "FRAME_TYPE_PING"
-_REGISTER = "/jumpstarter.v1.ControllerService/Register"
-_GET_REPORT = "/jumpstarter.v1.ExporterService/GetReport"
 
 #: Outcomes that mean "ended without an error" and may replace one another between runs: whether a call the
 #: client cancels (at shutdown, or once a stream served its purpose) gets its answer first is a race.
@@ -299,9 +297,9 @@ def cassette_drivers(view: CassetteView) -> dict[str, str]:
 
     def collect(calls: Iterable[ViewCall]) -> None:
         for call in calls:
-            if call.method == _REGISTER:
+            if call.method == REGISTER:
                 reports.extend(r for m in call.requests if m.value for r in m.value.get("reports", []))
-            elif call.method == _GET_REPORT:
+            elif call.method == GET_REPORT:
                 reports.extend(r for m in call.responses if m.value for r in m.value.get("reports", []))
             if call.inner:
                 collect(call.inner)

@@ -24,8 +24,9 @@ from jsreplay.inspect.canon import BENIGN_OUTCOMES, Unit, UnitBuilder, UnitGroup
 from jsreplay.inspect.ignores import Normalizer
 from jsreplay.inspect.schema_diff import SchemaChange, diff_schemas
 from jsreplay.inspect.values import inline_text, key_segment, to_json
-from jsreplay.inspect.view import CassetteView, ViewCall, ViewMessage, decode_message, short_method
+from jsreplay.inspect.view import CassetteView, ViewCall, ViewMessage, decode_message
 from jsreplay.protocol.registry import ProtocolError, Registry, UnknownTypeError
+from jsreplay.protocol.wire import short_method
 
 JSON_FORMAT = "jsreplay-diff/1"
 JSON_MAX_BYTES = 256  # longer byte strings appear in JSON output as length + digest + head

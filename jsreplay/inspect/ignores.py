@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsreplay.protocol.registry import UnknownField, WireType
+from jsreplay.protocol.wire import DRIVER_NAME_LABEL
 
 IGNORED = "<ignored>"
 UUID_MASK = "<uuid>"
@@ -93,7 +94,7 @@ def driver_names(reports: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         if not isinstance(uuid, str) or not uuid:
             continue
         labels = report.get("labels") or {}
-        name = labels.get("jumpstarter.dev/name") if isinstance(labels, Mapping) else None
+        name = labels.get(DRIVER_NAME_LABEL) if isinstance(labels, Mapping) else None
         if isinstance(name, str) and name:
             names[uuid.lower()] = name
         elif not report.get("parent_uuid"):

@@ -15,7 +15,8 @@ from typing import Any
 
 from jsreplay.inspect.canon import Unit, UnitGroup, build_groups
 from jsreplay.inspect.values import block_lines
-from jsreplay.inspect.view import CassetteView, short_method
+from jsreplay.inspect.view import CassetteView
+from jsreplay.protocol.wire import short_method
 
 _ROLE_ORDER = {"controller": 0, "router": 1, "tunnel": 2}
 

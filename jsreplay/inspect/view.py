@@ -31,34 +31,14 @@ from jsreplay.cassette.model import (
     metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
+from jsreplay.protocol.wire import ROUTER_STREAM, code_name, short_method
 from jsreplay.tunnel import ErrorCode, InnerCall, application_metadata
 from jsreplay.tunnel.recorded import (
-    ROUTER_STREAM,
     RouterFrame,
     SideFinder,
     TunnelSide,
     decode_router_call,
     iter_router_frames,
-)
-
-STATUS_CODE_NAMES: tuple[str, ...] = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 )
 
 # What a caller sees when the server resets a stream without trailers (gRPC's HTTP/2 error-code mapping).
@@ -68,26 +48,6 @@ _DEADLINE_SLACK = 0.98
 
 #: `progress(stage, done, total)`, e.g. ("decoding tunnels", 10, 526).
 ProgressFn = Callable[[str, int, int], None]
-
-
-def code_name(code: int) -> str:
-    """The gRPC status code's name, e.g. 0 -> "OK"; codes outside the standard range as "CODE_<n>"."""
-    return STATUS_CODE_NAMES[code] if 0 <= code < len(STATUS_CODE_NAMES) else f"CODE_{code}"
-
-
-def short_method(method: str) -> str:
-    """`/jumpstarter.v1.ControllerService/Dial` -> `ControllerService/Dial` (the package dropped)."""
-    short = _SHORT_METHODS.get(method)
-    if short is None:
-        path = method.lstrip("/")
-        service, _, name = path.partition("/")
-        short = f"{service.rsplit('.', 1)[-1]}/{name}" if name else path
-        if len(_SHORT_METHODS) < 4096:  # a cassette has a few dozen methods; this asks for every call
-            _SHORT_METHODS[method] = short
-    return short
-
-
-_SHORT_METHODS: dict[str, str] = {}
 
 
 class EndKind(enum.Enum):

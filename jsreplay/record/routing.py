@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from jsreplay.cassette.model import Metadata, metadata_get
 from jsreplay.protocol.registry import ProtocolError, Registry
 
-ROUTER_STREAM = "/jumpstarter.v1.RouterService/Stream"
 # Methods whose responses carry a router endpoint and token, and the field names that hold them.
 ENDPOINT_METHODS = {
     "/jumpstarter.v1.ControllerService/Dial",

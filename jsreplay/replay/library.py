@@ -32,10 +32,10 @@ from jsreplay.cassette.model import (
     metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.records import RecordFile
 from jsreplay.replay.script import RecordedResponses, Script, call_peer, script_from_inner
 from jsreplay.tunnel.recorded import (
-    ROUTER_STREAM,
     SideFinder,
     TunnelSide,
     decode_router_call,

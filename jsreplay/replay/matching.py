@@ -20,6 +20,7 @@ from typing import Any
 from jsreplay.cassette.redaction import REDACTED_PREFIX
 from jsreplay.inspect.ignores import IgnoreRule
 from jsreplay.protocol.registry import ProtocolError, Registry, StreamKind
+from jsreplay.protocol.wire import short_method
 from jsreplay.replay.script import Script
 
 # Request fields that differ between runs of the same session and are never compared by `default`.
@@ -88,12 +89,6 @@ def _strip_indices(path: str) -> str:
         elif depth == 0:
             parts.append(ch)
     return "".join(parts)
-
-
-def short_method(method: str) -> str:
-    """`/jumpstarter.v1.ControllerService/Dial` -> `ControllerService/Dial` (how ignore paths name methods)."""
-    service, _, name = method.lstrip("/").rpartition("/")
-    return f"{service.rsplit('.', 1)[-1]}/{name}"
 
 
 @dataclass

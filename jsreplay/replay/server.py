@@ -18,6 +18,7 @@ import grpc
 from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 from jsreplay.replay.exporter import MockExporter, pump_socket_to_frames
 from jsreplay.replay.library import Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
@@ -26,14 +27,10 @@ from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script, ScriptedResponse
 from jsreplay.replay.serving import play
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
-from jsreplay.tunnel.decoder import RouterFrameType
-from jsreplay.tunnel.recorded import ROUTER_STREAM
 
 log = logging.getLogger("jsreplay.replay")
 
 CAUSAL_TIMEOUT_S = 10.0
-_FRAME_REQUEST = "jumpstarter.v1.StreamRequest"
-_FRAME_RESPONSE = "jumpstarter.v1.StreamResponse"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,8 +239,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, explanation)
             return
         self._progress.mark(own.stream)
-        request_type = self._registry.message_class(_FRAME_REQUEST)
-        response_type = self._registry.message_class(_FRAME_RESPONSE)
+        request_type = self._registry.message_class(STREAM_REQUEST)
+        response_type = self._registry.message_class(STREAM_RESPONSE)
         first = await context.read()
         if first is grpc.aio.EOF:
             self._tunnels_used.add(own.stream.key)
@@ -300,8 +297,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
     async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int, first: bytes) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request_type = self._registry.message_class(_FRAME_REQUEST)
-        response_type = self._registry.message_class(_FRAME_RESPONSE)
+        request_type = self._registry.message_class(STREAM_REQUEST)
+        response_type = self._registry.message_class(STREAM_RESPONSE)
 
         async def send(data: bytes) -> None:
             await context.write(response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString())

@@ -4,6 +4,8 @@ Values in, values out: :class:`TunnelDecoder` turns recorded byte chunks into ev
 events into :class:`InnerCall` records, and :func:`decode_tunnel` does both for a whole recording.
 """
 
+from jsreplay.protocol.wire import RouterFrameType
+
 from .calls import CallAssembler, ConnectionEvent, InnerCall, InnerMessage, decode_tunnel
 from .decoder import (
     CONNECTION_PREFACE,
@@ -12,7 +14,6 @@ from .decoder import (
     MAX_HEADER_LIST_SIZE,
     MAX_HEADER_TABLE_SIZE,
     MAX_MESSAGE_SIZE,
-    RouterFrameType,
     TunnelDecoder,
 )
 from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import re
 import struct
 import urllib.parse
@@ -39,6 +38,8 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
+
+from jsreplay.protocol.wire import RouterFrameType
 
 from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
 from .events import (
@@ -138,15 +139,6 @@ _HEADER_CACHE: dict[_HeaderKey, tuple[_HeaderSplit, int, _Entries]] = {}  # -> (
 _HEADER_CACHE_SIZE = 1024
 _HEADER_CACHE_MAX_BLOCK = 4096  # bytes; bigger blocks are rare
 _HEADER_CACHE_MAX_TABLE = 16384  # bytes; gRPC peers use 4096
-
-
-class RouterFrameType(enum.IntEnum):
-    """``frame_type`` of the outer ``jumpstarter.v1.RouterService/Stream`` messages (router.proto)."""
-
-    DATA = 0
-    RST_STREAM = 3
-    PING = 6
-    GOAWAY = 7
 
 
 @dataclass(slots=True)

@@ -17,16 +17,12 @@ from google.protobuf.message import Message
 
 from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 
 from .calls import CallAssembler, InnerCall
-from .decoder import CONNECTION_PREFACE, RouterFrameType, TunnelDecoder
+from .decoder import CONNECTION_PREFACE, TunnelDecoder
 from .errors import TunnelError
 from .events import Direction
-
-ROUTER_STREAM = "/jumpstarter.v1.RouterService/Stream"
-_REQUEST_TYPE = "jumpstarter.v1.StreamRequest"
-_RESPONSE_TYPE = "jumpstarter.v1.StreamResponse"
-
 
 _TYPE_NAMES = {int(t): t.name for t in RouterFrameType}
 
@@ -97,19 +93,19 @@ def parse_frame(registry: Registry, type_name: str, data: bytes) -> RouterFrame:
 def iter_router_frames(call: Call, registry: Registry) -> Iterator[tuple[bool, RouterFrame]]:
     """The call's router frames in recorded order, each with whether this peer sent it (ProtocolError if one
     does not decode)."""
-    requests = _frame_class(registry, _REQUEST_TYPE)
-    responses = _frame_class(registry, _RESPONSE_TYPE)
+    requests = _frame_class(registry, STREAM_REQUEST)
+    responses = _frame_class(registry, STREAM_RESPONSE)
     for event in call.events:
         if isinstance(event, ClientMessage):
-            yield True, _parse_with(requests, registry, _REQUEST_TYPE, event.data)
+            yield True, _parse_with(requests, registry, STREAM_REQUEST, event.data)
         elif isinstance(event, ServerMessage):
-            yield False, _parse_with(responses, registry, _RESPONSE_TYPE, event.data)
+            yield False, _parse_with(responses, registry, STREAM_RESPONSE, event.data)
 
 
 def event_frame(registry: Registry, event: ClientMessage | ServerMessage) -> tuple[bool, RouterFrame]:
     """A recorded Stream message as (sent by this peer, frame)."""
     sent = isinstance(event, ClientMessage)
-    return sent, parse_frame(registry, _REQUEST_TYPE if sent else _RESPONSE_TYPE, event.data)
+    return sent, parse_frame(registry, STREAM_REQUEST if sent else STREAM_RESPONSE, event.data)
 
 
 class SideFinder:

@@ -20,12 +20,10 @@ import grpc
 
 from jsreplay.grpc_options import MAX_MESSAGE_LENGTH
 from jsreplay.protocol.registry import Registry
-from jsreplay.tunnel.decoder import RouterFrameType
+from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 
 log = logging.getLogger("jsreplay.verify")
 
-FRAME_REQUEST = "jumpstarter.v1.StreamRequest"
-FRAME_RESPONSE = "jumpstarter.v1.StreamResponse"
 CHUNK = 64 << 10
 
 # The inner channel talks to loopback only; no proxy from the environment, no retries that would hide a
@@ -80,8 +78,8 @@ class RouterBridge:
 
     def __init__(self, context: grpc.aio.ServicerContext, registry: Registry, on_activity: Callable[[], None]) -> None:
         self._context = context
-        self._request = registry.message_class(FRAME_REQUEST)
-        self._response = registry.message_class(FRAME_RESPONSE)
+        self._request = registry.message_class(STREAM_REQUEST)
+        self._response = registry.message_class(STREAM_RESPONSE)
         self._on_activity = on_activity
         self.exporter_ended = asyncio.Event()  # the exporter sent GOAWAY or ended its stream
         self.bytes_to_exporter = 0

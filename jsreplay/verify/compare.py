@@ -18,8 +18,9 @@ from typing import Any
 from jsreplay.inspect.canon import UnitBuilder
 from jsreplay.inspect.diff import value_diffs
 from jsreplay.inspect.ignores import Normalizer
-from jsreplay.inspect.view import CallEnd, EndKind, ViewCall, ViewMessage, code_name, decode_message
+from jsreplay.inspect.view import CallEnd, EndKind, ViewCall, ViewMessage, decode_message
 from jsreplay.protocol.registry import Registry
+from jsreplay.protocol.wire import code_name
 from jsreplay.tunnel.calls import InnerCall, InnerMessage
 from jsreplay.tunnel.events import ErrorCode, application_metadata
 from jsreplay.verify.report import CallReport, FieldDifference, Verdict

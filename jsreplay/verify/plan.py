@@ -20,20 +20,18 @@ from typing import Any
 
 from jsreplay.cassette.model import Call, Role, metadata_get
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.wire import (
+    EXPORTER_METHODS,
+    GET_REPORT,
+    GET_REPORT_RESPONSE,
+    REGISTER,
+    REGISTER_REQUEST,
+    ROUTER_STREAM,
+)
 from jsreplay.replay.library import Library, load_library, whole_cassette
 from jsreplay.replay.script import Script
 from jsreplay.tunnel.calls import InnerCall
-from jsreplay.tunnel.recorded import ROUTER_STREAM, RecordedTunnel, TunnelSide, decode_router_call
-
-CONTROLLER = "/jumpstarter.v1.ControllerService/"
-GET_REPORT = "/jumpstarter.v1.ExporterService/GetReport"
-REGISTER = CONTROLLER + "Register"
-STATUS = CONTROLLER + "Status"
-LISTEN = CONTROLLER + "Listen"
-# What an exporter calls on the controller, for cassettes whose calls carry no jumpstarter-kind metadata.
-EXPORTER_METHODS = frozenset(
-    CONTROLLER + m for m in ("Register", "Unregister", "ReportStatus", "Status", "Listen", "ReleaseLease")
-)
+from jsreplay.tunnel.recorded import RecordedTunnel, TunnelSide, decode_router_call
 
 
 class TunnelKind(enum.Enum):
@@ -103,7 +101,7 @@ def load_plan(cassette: Path) -> Plan:
             if call.method == REGISTER:
                 exporter = exporter or _identity(call)
                 for data in call.requests:
-                    reports.extend(_decode_reports(registry, "jumpstarter.v1.RegisterRequest", data))
+                    reports.extend(_decode_reports(registry, REGISTER_REQUEST, data))
             continue
         token = _bearer(metadata_get(call.start.metadata, "authorization"))
         starts[token] = min(starts.get(token, call.start.seq), call.start.seq)
@@ -128,7 +126,7 @@ def load_plan(cassette: Path) -> Plan:
         for inner in calls:
             if inner.method == GET_REPORT:
                 for data in inner.responses:
-                    reports.extend(_decode_reports(registry, "jumpstarter.v1.GetReportResponse", data))
+                    reports.extend(_decode_reports(registry, GET_REPORT_RESPONSE, data))
     index = 0
     for planned in sorted(tunnels.values(), key=lambda t: t.start_seq):
         if planned.kind is TunnelKind.SESSION:

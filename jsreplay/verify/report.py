@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsreplay.inspect.values import inline_text, to_json
-from jsreplay.inspect.view import short_method
+from jsreplay.protocol.wire import short_method
 
 JSON_FORMAT = "jsreplay-verify/1"
 JSON_MAX_BYTES = 256

@@ -32,17 +32,24 @@ import grpc
 
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.inspect.ignores import Normalizer, driver_names
-from jsreplay.inspect.view import short_method
 from jsreplay.protocol.registry import ProtocolError, StreamKind
+from jsreplay.protocol.wire import (
+    GET_REPORT,
+    GET_REPORT_RESPONSE,
+    LISTEN,
+    REGISTER,
+    REGISTER_REQUEST,
+    ROUTER_STREAM,
+    short_method,
+)
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play, sendable
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
-from jsreplay.tunnel.recorded import ROUTER_STREAM
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge
 from jsreplay.verify.compare import compare_call
-from jsreplay.verify.plan import GET_REPORT, LISTEN, REGISTER, Plan, PlannedTunnel, TunnelKind, load_plan
+from jsreplay.verify.plan import Plan, PlannedTunnel, TunnelKind, load_plan
 from jsreplay.verify.report import ControllerMiss, TunnelReport, TunnelState, VerifyReport
 from jsreplay.verify.session import LiveCall, TunnelSession
 from jsreplay.verify.uuids import UuidMap
@@ -188,7 +195,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
         self.activity()
         if method == REGISTER and first is not None:
             with contextlib.suppress(ProtocolError):
-                reports = self.registry.decode("jumpstarter.v1.RegisterRequest", first).get("reports") or []
+                reports = self.registry.decode(REGISTER_REQUEST, first).get("reports") or []
                 self.live_reports.extend(r for r in reports if isinstance(r, dict))
         outcome = self.matcher.match(method, first)
         script = outcome.script
@@ -338,7 +345,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
             for live in run.session.live:
                 if live.method == GET_REPORT and live.code == 0 and live.responses:
                     with contextlib.suppress(ProtocolError):
-                        value = self.registry.decode("jumpstarter.v1.GetReportResponse", live.responses[0])
+                        value = self.registry.decode(GET_REPORT_RESPONSE, live.responses[0])
                         live_reports.extend(r for r in value.get("reports") or [] if isinstance(r, dict))
         live_normalizer = Normalizer(ignores=self.config.ignores, drivers=driver_names(live_reports))
         for planned in self.plan.tunnel_by_start():

@@ -24,17 +24,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.wire import GET_REPORT, GET_REPORT_RESPONSE, ROUTER_STREAM, STREAM_RESPONSE, RouterFrameType
 from jsreplay.tunnel.calls import InnerCall
-from jsreplay.tunnel.decoder import RouterFrameType
 from jsreplay.tunnel.events import Metadata, application_metadata
-from jsreplay.tunnel.recorded import ROUTER_STREAM
-from jsreplay.verify.plan import GET_REPORT
 from jsreplay.verify.uuids import UuidMap
 
 log = logging.getLogger("jsreplay.verify")
-
-_FRAME_RESPONSE = "jumpstarter.v1.StreamResponse"
-_GET_REPORT_RESPONSE = "jumpstarter.v1.GetReportResponse"
 
 
 class LiveEnd(enum.Enum):
@@ -118,7 +113,7 @@ class _Measure:
 def frame_measure(registry: Registry, data: bytes) -> tuple[int, int]:
     """A byte stream's message as (DATA payload bytes, 1 if it is a control frame other than PING)."""
     try:
-        frame = registry.parse(_FRAME_RESPONSE, data)
+        frame = registry.parse(STREAM_RESPONSE, data)
     except ProtocolError:
         return len(data), 0
     kind = int(getattr(frame, "frame_type", 0))
@@ -309,8 +304,8 @@ class TunnelSession:
         if not recorded:
             return
         try:
-            old = self.registry.decode(_GET_REPORT_RESPONSE, recorded[0])
-            new = self.registry.decode(_GET_REPORT_RESPONSE, live.responses[0])
+            old = self.registry.decode(GET_REPORT_RESPONSE, recorded[0])
+            new = self.registry.decode(GET_REPORT_RESPONSE, live.responses[0])
         except ProtocolError as err:
             log.debug("GetReport does not decode: %s", err)
             return

@@ -16,8 +16,8 @@ from typing import Any
 from google.protobuf.message import Message
 
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.wire import DRIVER_NAME_LABEL
 
-NAME_LABEL = "jumpstarter.dev/name"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -40,7 +40,7 @@ def tree_paths(reports: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], st
         report = by_uuid[uuid]
         parent = str(report.get("parent_uuid") or "")
         labels = report.get("labels") or {}
-        name = labels.get(NAME_LABEL) if isinstance(labels, Mapping) else None
+        name = labels.get(DRIVER_NAME_LABEL) if isinstance(labels, Mapping) else None
         index = siblings.get(parent, 0)
         siblings[parent] = index + 1
         segment[uuid] = name if isinstance(name, str) and name else f"#{index}"
