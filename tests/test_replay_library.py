@@ -32,7 +32,7 @@ from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.library import SIDE_PREFIX_BYTES, Tunnel, load_library
 from jsreplay.replay.script import RecordedResponses, Script, ScriptedResponse, script_from_call, script_from_inner
 from jsreplay.replay.server import CausalIndex
-from jsreplay.tunnel.recorded import decode_router_call, tunnel_side
+from jsreplay.session.tunnels import decode_router_call, tunnel_side
 
 RECORDED = Path(__file__).resolve().parent.parent / "cassettes" / "power-echo.msgpack"
 

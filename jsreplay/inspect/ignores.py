@@ -17,14 +17,13 @@ Two mechanisms, both documented in docs/inspect.md ("What is ignored"):
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from jsreplay.protocol.registry import UnknownField, WireType
 from jsreplay.protocol.wire import DRIVER_NAME_LABEL
+from jsreplay.session.volatile import COMPARING_IGNORES, IgnoreRule
 
 IGNORED = "<ignored>"
 UUID_MASK = "<uuid>"
@@ -32,51 +31,11 @@ FINGERPRINT_MASK = "redacted:<fingerprint>"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _FINGERPRINT = re.compile(r"redacted:[0-9a-f]{12}")
-_MAP_KEY = re.compile(r'\["((?:[^"\\]|\\.)*)"\]')  # labels["a/b"] as diff prints it -> labels.a/b
-_INDEX = re.compile(r"\[[0-9*?]*\]")
 _TEXT_CACHE = 1 << 16  # distinct strings remembered by Normalizer.text
 
 
-@dataclass(frozen=True)
-class IgnoreRule:
-    """A field-path glob and why it is ignored."""
-
-    pattern: str
-    reason: str = ""
-    drop: bool = False  # True: leave the field out entirely; False: compare its value as "<ignored>"
-
-    def __post_init__(self) -> None:
-        # Accept a path as diff prints it: map keys become plain segments, list indices are not matched.
-        pattern = _INDEX.sub("", _MAP_KEY.sub(lambda m: "." + m.group(1), self.pattern.strip()))
-        object.__setattr__(self, "pattern", pattern)
-
-    def matches(self, path: str) -> bool:
-        """The pattern matches the whole path, or its tail from a field boundary (`selector`, `lease.selector`)."""
-        return fnmatch.fnmatchcase(path, self.pattern) or fnmatch.fnmatchcase(path, "*." + self.pattern)
-
-
-#: The documented default list (docs/inspect.md). Every entry is a value that differs between two runs of the
-#: same scenario without meaning anything.
-DEFAULT_IGNORES: tuple[IgnoreRule, ...] = (
-    IgnoreRule("*metadata.user-agent", "the gRPC library's version string"),
-    IgnoreRule("*metadata.authorization", "bearer tokens; even redacted, the fingerprint key is new every recording"),
-    IgnoreRule("*.router_endpoint", "the router's address: a new port every run"),
-    IgnoreRule("*.router_token", "a new token for every Dial"),
-    IgnoreRule("*.effective_begin_time", "lease times the server computes"),
-    IgnoreRule("*.effective_end_time", "lease times the server computes"),
-    IgnoreRule("*.effective_duration", "lease durations the server computes"),
-    IgnoreRule("*.begin_time", "lease times"),
-    IgnoreRule("*.end_time", "lease times"),
-    IgnoreRule("*.lastTransitionTime", "lease condition timestamps"),
-    IgnoreRule("ClientService/RotateToken.response.expiry", "token expiry times"),
-    IgnoreRule("ExporterService/GetStatus.response.status_version", "counts status changes over the exporter's life"),
-    # The exporter's status as the controller saw it at that instant: it races the exporter's own ReportStatus
-    # calls (a GetExporter right after CreateLease sees AVAILABLE or LEASE_READY), and those calls are compared.
-    IgnoreRule("ClientService/GetExporter.response.status", "a snapshot of the exporter's status: races ReportStatus"),
-    IgnoreRule("ClientService/GetExporter.response.status_message", "goes with the status snapshot"),
-    IgnoreRule("ClientService/ListExporters.response.exporters.status", "a snapshot of the exporter's status"),
-    IgnoreRule("ClientService/ListExporters.response.exporters.status_message", "goes with the status snapshot"),
-)
+#: What diff, textconv and verify mask by default: `session.volatile`'s list, in its comparing scope.
+DEFAULT_IGNORES: tuple[IgnoreRule, ...] = COMPARING_IGNORES
 
 #: The value masks, for the docs and `--format json` output.
 DEFAULT_VALUE_MASKS: tuple[tuple[str, str], ...] = (

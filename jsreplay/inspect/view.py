@@ -5,7 +5,7 @@ with its messages decoded by the cassette's own embedded schema, how it ended, a
 tunnel they carried. Each tunnel is recorded twice (the client's Stream call and the exporter's); the two are
 paired by the token they presented (the redacted `authorization` value, the same on both ends), the inner
 ExporterService calls are decoded once, from the client's end, with the decoder replay uses
-(`jsreplay.tunnel.recorded.decode_router_call`), and the exporter's end points at it as its peer.
+(`jsreplay.session.tunnels.decode_router_call`), and the exporter's end points at it as its peer.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from jsreplay.cassette.model import (
 )
 from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
 from jsreplay.protocol.wire import ROUTER_STREAM, code_name, short_method
-from jsreplay.tunnel import ErrorCode, InnerCall, application_metadata
-from jsreplay.tunnel.recorded import (
+from jsreplay.session.tokens import bearer_token
+from jsreplay.session.tunnels import (
     RouterFrame,
     SideFinder,
     TunnelSide,
     decode_router_call,
     iter_router_frames,
+    pair_ends,
 )
+from jsreplay.tunnel import ErrorCode, InnerCall, application_metadata
 
 # What a caller sees when the server resets a stream without trailers (gRPC's HTTP/2 error-code mapping).
 _RESET_STATUS = {0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED", 0x7: "UNAVAILABLE", 0xC: "PERMISSION_DENIED"}
@@ -411,29 +413,8 @@ def _side_of(view: ViewCall) -> TunnelSide:
 
 
 def _pair_tunnels(router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[int, int | None]]:
-    """Pairs of indices into `router_calls` that are the two ends of one tunnel (same token), in start order.
-
-    The router pipes exactly two callers per token into each other; a client end pairs with an exporter end.
-    """
-    by_token: dict[object, list[int]] = {}
-    for i, (call, _) in enumerate(router_calls):
-        token = metadata_get(call.start.metadata, "authorization")
-        by_token.setdefault(token if token is not None else ("no-token", i), []).append(i)
-    pairs: list[tuple[int, int | None]] = []
-    for indices in by_token.values():
-        sides = {i: _side_of(router_calls[i][1]) for i in indices}
-        clients = [i for i in indices if sides[i] is TunnelSide.CLIENT]
-        exporters = [i for i in indices if sides[i] is TunnelSide.EXPORTER]
-        unknown = [i for i in indices if sides[i] is TunnelSide.UNKNOWN]
-        while clients and exporters:
-            pairs.append((clients.pop(0), exporters.pop(0)))
-        rest = sorted(clients + exporters + unknown)
-        while len(rest) >= 2:
-            pairs.append((rest.pop(0), rest.pop(0)))
-        if rest:
-            pairs.append((rest[0], None))
-    pairs.sort(key=lambda p: p[0])
-    return pairs
+    """Pairs of indices into `router_calls` that are the two ends of one tunnel, in start order."""
+    return pair_ends([(bearer_token(call.start.metadata), _side_of(view)) for call, view in router_calls])
 
 
 def _peek_side(registry: Registry, call: Call) -> tuple[TunnelSide, str | None]:

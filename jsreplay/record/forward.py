@@ -18,9 +18,10 @@ from jsreplay.cassette.model import CancelSource, Metadata, Role
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.record.recorder import Recorder
-from jsreplay.record.routing import RouterTable, bearer_token
+from jsreplay.record.routing import RouterTable
 from jsreplay.record.upstream import UpstreamChannels, UpstreamError
 from jsreplay.serving import rpc_method_handler
+from jsreplay.session.tokens import bearer_token
 
 log = logging.getLogger("jsreplay.record")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jsreplay.cassette.model import Metadata, metadata_get
 from jsreplay.protocol.registry import ProtocolError, Registry
 
 # Methods whose responses carry a router endpoint and token, and the field names that hold them.
@@ -18,16 +17,6 @@ ENDPOINT_METHODS = {
     "/jumpstarter.v1.ControllerService/Dial",
     "/jumpstarter.v1.ControllerService/Listen",
 }
-
-
-def bearer_token(metadata: Metadata) -> str | None:
-    value = metadata_get(metadata, "authorization")
-    if not isinstance(value, str):
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token.strip()
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,16 @@ from jsreplay.cassette.model import (
     ServerHeaders,
     ServerMessage,
     Status,
-    metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.records import RecordFile
 from jsreplay.replay.script import RecordedResponses, Script, call_peer, script_from_inner
-from jsreplay.tunnel.recorded import (
+from jsreplay.session.tokens import bearer_token
+from jsreplay.session.tunnels import (
     SideFinder,
     TunnelSide,
+    better_carrier,
     decode_router_call,
     event_frame,
 )
@@ -164,13 +165,6 @@ def whole_cassette(path: Path) -> Cassette:
     return read_cassette(path)
 
 
-def _bearer(value: object) -> str:
-    if not isinstance(value, str):
-        return ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def _note(script: Script, event: AnyEvent) -> None:
     """Headers and status into a script being scanned, as script_from_call takes them (the last headers, the
     first status)."""
@@ -203,7 +197,7 @@ class _RouterStream:
 
     def __init__(self, source: str, start: CallStart, offset: int) -> None:
         self.stream = _new_script(source, start)
-        self.token = _bearer(metadata_get(start.metadata, "authorization"))
+        self.token = bearer_token(start.metadata) or ""
         self.offsets = array("q", [offset])
         self.finder: SideFinder | None = SideFinder()  # fed the first frames, until the side is known
         self.prefix_bytes = 0
@@ -302,7 +296,7 @@ def load_library(paths: Iterable[Path]) -> Library:
             side = call.settle()
             existing = library.tunnels.get(call.token)
             # Both peers' streams are recorded; the client's carries the inner calls we answer.
-            if existing is not None and (side is not TunnelSide.CLIENT or existing.carries_calls):
+            if not better_carrier(existing.side if existing is not None else None, side):
                 continue
             library.tunnels[call.token] = Tunnel(call.token, side, call.stream, registry, path, call.offsets)
         library.cassettes.append((path, loaded))

@@ -18,22 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsreplay.cassette.redaction import REDACTED_PREFIX
-from jsreplay.inspect.ignores import IgnoreRule
 from jsreplay.protocol.registry import ProtocolError, Registry, StreamKind
 from jsreplay.protocol.wire import short_method
 from jsreplay.replay.script import Script
-
-# Request fields that differ between runs of the same session and are never compared by `default`.
-DEFAULT_IGNORES: tuple[IgnoreRule, ...] = (
-    IgnoreRule("ControllerService/Register.request.reports.uuid", "driver UUIDs are new every exporter run"),
-    IgnoreRule("ControllerService/Register.request.reports.parent_uuid", "driver UUIDs are new every exporter run"),
-    IgnoreRule("*.router_token", "tokens"),
-    IgnoreRule("*token", "tokens"),
-    IgnoreRule("*_time", "timestamps"),
-    IgnoreRule("*.lastTransitionTime", "timestamps"),
-    IgnoreRule("*metadata.user-agent", "the gRPC library's version"),
-    IgnoreRule("*metadata.authorization", "credentials"),
-)
+from jsreplay.session.volatile import MATCHING_IGNORES, IgnoreRule
 
 
 class MatchMode(enum.Enum):
@@ -117,7 +105,7 @@ class Matcher:
     _rules: tuple[IgnoreRule, ...] = ()
 
     def __post_init__(self) -> None:
-        self._rules = DEFAULT_IGNORES + tuple(IgnoreRule(p, "--ignore") for p in self.ignores)
+        self._rules = MATCHING_IGNORES + tuple(IgnoreRule(p, "--ignore") for p in self.ignores)
 
     def add(self, scripts: Iterable[Script]) -> None:
         for script in scripts:

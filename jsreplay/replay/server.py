@@ -27,6 +27,7 @@ from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script, ScriptedResponse
 from jsreplay.replay.serving import play
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.tokens import bearer_token
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -221,9 +222,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
     # ------------------------------------------------------------------------------------------ tunnels
 
     async def _tunnel(self, context: grpc.aio.ServicerContext) -> None:
-        metadata = dict((k.lower(), v) for k, v in (context.invocation_metadata() or ()))
-        auth = metadata.get("authorization", "")
-        token = auth.partition(" ")[2].strip() if isinstance(auth, str) else ""
+        token = bearer_token(context.invocation_metadata() or ()) or ""
         own = self._library.tunnels.get(token)
         if own is None and self._fallback is not None:  # a token from a forwarded Dial/Listen
             self.report.forwarded.append(Miss(method=ROUTER_STREAM, reason="new router token", at_s=self._elapsed()))

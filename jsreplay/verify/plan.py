@@ -30,8 +30,9 @@ from jsreplay.protocol.wire import (
 )
 from jsreplay.replay.library import Library, load_library, whole_cassette
 from jsreplay.replay.script import Script
+from jsreplay.session.tokens import bearer_token
+from jsreplay.session.tunnels import RecordedTunnel, TunnelSide, better_carrier, decode_router_call
 from jsreplay.tunnel.calls import InnerCall
-from jsreplay.tunnel.recorded import RecordedTunnel, TunnelSide, decode_router_call
 
 
 class TunnelKind(enum.Enum):
@@ -65,25 +66,10 @@ class Plan:
         return sorted(self.tunnels.values(), key=lambda t: t.start_seq)
 
 
-def _bearer(value: object) -> str:
-    if not isinstance(value, str):
-        return ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def _is_exporters(script: Script) -> bool:
     if script.peer:
         return script.peer.startswith("Exporter:")
     return script.method in EXPORTER_METHODS
-
-
-def _better(current: RecordedTunnel | None, candidate: RecordedTunnel) -> bool:
-    """Prefer the client's end (its requests are what verify sends), then any end with inner calls."""
-    if current is None:
-        return True
-    rank = {TunnelSide.CLIENT: 2, TunnelSide.EXPORTER: 1, TunnelSide.UNKNOWN: 0}
-    return rank[candidate.side] > rank[current.side]
 
 
 def load_plan(cassette: Path) -> Plan:
@@ -103,11 +89,11 @@ def load_plan(cassette: Path) -> Plan:
                 for data in call.requests:
                     reports.extend(_decode_reports(registry, REGISTER_REQUEST, data))
             continue
-        token = _bearer(metadata_get(call.start.metadata, "authorization"))
+        token = bearer_token(call.start.metadata) or ""
         starts[token] = min(starts.get(token, call.start.seq), call.start.seq)
         tunnel = decode_router_call(call, registry)
         current = decoded.get(token)
-        if _better(current[0] if current else None, tunnel):
+        if better_carrier(current[0].side if current else None, tunnel.side):
             decoded[token] = (tunnel, call)
     tunnels: dict[str, PlannedTunnel] = {}
     for token, (tunnel, call) in decoded.items():

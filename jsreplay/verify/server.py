@@ -47,6 +47,7 @@ from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.replay.serving import play, sendable
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.tokens import bearer_token
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge
 from jsreplay.verify.compare import compare_call
 from jsreplay.verify.plan import Plan, PlannedTunnel, TunnelKind, load_plan
@@ -273,9 +274,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
 
     async def _router(self, context: grpc.aio.ServicerContext) -> None:
         self.activity()
-        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-        auth = metadata.get("authorization", "")
-        token = auth.partition(" ")[2].strip() if isinstance(auth, str) else ""
+        token = bearer_token(context.invocation_metadata() or ()) or ""
         run = self.runs.get(token)
         bridge = RouterBridge(context, self.registry, self.activity)
         if run is None or run.opened or run.planned.kind is TunnelKind.SKIP:

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.session.tunnels import RouterFrame, parse_frame
 from jsreplay.tunnel import Direction, TunnelDecoder, TunnelError
 from jsreplay.tunnel import decoder as decoder_module
 from jsreplay.tunnel.decoder import _FREQUENT, _MalformedFrame, _parse_frequent
-from jsreplay.tunnel.recorded import RouterFrame, parse_frame
 
 from .frames import Peer, request_fields, response_fields
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -18,11 +18,10 @@ from google.protobuf.message import Message
 from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
-
-from .calls import CallAssembler, InnerCall
-from .decoder import CONNECTION_PREFACE, TunnelDecoder
-from .errors import TunnelError
-from .events import Direction
+from jsreplay.tunnel.calls import CallAssembler, InnerCall
+from jsreplay.tunnel.decoder import CONNECTION_PREFACE, TunnelDecoder
+from jsreplay.tunnel.errors import TunnelError
+from jsreplay.tunnel.events import Direction
 
 _TYPE_NAMES = {int(t): t.name for t in RouterFrameType}
 
@@ -191,3 +190,40 @@ def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
             break
     tunnel.calls = assembler.calls
     return tunnel
+
+
+# Which recorded end of a tunnel to serve or drive from: the client's (its requests are what the exporter is sent,
+# its responses what the client got back), then the exporter's, then an end whose side is unknown.
+_CARRIER_RANK = {TunnelSide.CLIENT: 2, TunnelSide.EXPORTER: 1, TunnelSide.UNKNOWN: 0}
+
+
+def better_carrier(current: TunnelSide | None, candidate: TunnelSide) -> bool:
+    """Whether a tunnel end of side `candidate` should replace the end kept so far (the first of equals stays)."""
+    return current is None or _CARRIER_RANK[candidate] > _CARRIER_RANK[current]
+
+
+def pair_ends(ends: Sequence[tuple[str | None, TunnelSide]]) -> list[tuple[int, int | None]]:
+    """Pairs of indices into `ends` ((token, side) of each recorded router stream, in start order) that are the two
+    ends of one tunnel, in start order; an end without a peer pairs with None.
+
+    The router pipes the two callers that present one token into each other: a client end pairs with an exporter
+    end of the same token, in order; ends whose side is unknown (probes) pair among what is left, in order. An end
+    with no token pairs with nothing.
+    """
+    by_token: dict[object, list[int]] = {}
+    for i, (token, _) in enumerate(ends):
+        by_token.setdefault(token if token is not None else ("no-token", i), []).append(i)
+    pairs: list[tuple[int, int | None]] = []
+    for indices in by_token.values():
+        clients = [i for i in indices if ends[i][1] is TunnelSide.CLIENT]
+        exporters = [i for i in indices if ends[i][1] is TunnelSide.EXPORTER]
+        unknown = [i for i in indices if ends[i][1] is TunnelSide.UNKNOWN]
+        while clients and exporters:
+            pairs.append((clients.pop(0), exporters.pop(0)))
+        rest = sorted(clients + exporters + unknown)
+        while len(rest) >= 2:
+            pairs.append((rest.pop(0), rest.pop(0)))
+        if rest:
+            pairs.append((rest[0], None))
+    pairs.sort(key=lambda p: p[0])
+    return pairs

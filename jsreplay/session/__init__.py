@@ -1,0 +1,8 @@
+"""What a recorded Jumpstarter session means, between the cores (cassette, protocol, tunnel) and the commands.
+
+- `tokens`: the token a call presents (one rule for `authorization: Bearer`);
+- `tunnels`: a recorded router stream, which end of a tunnel it is, its frames and inner calls, and how the two
+  ends of one tunnel pair up;
+- `volatile`: the fields that differ between two runs of one session, used alike by replay's matcher, diff,
+  textconv and verify.
+"""
