@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
+from jsreplay.replay.record_mode import PLUGIN_MODES, RecordMode
+
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["JsreplayEndpoint"]
 
-RECORD_MODES = ("none", "once", "all")
 MATCH_MODES = ("default", "strict", "order")  # jsreplay.replay.MatchMode's values, without importing it here
 MARKER = "jsreplay"
 _MARKER_OPTIONS = {"match", "ignores", "allow_repeats"}
@@ -71,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("jsreplay", "jsreplay: record and replay Jumpstarter sessions")
     group.addoption(
         "--jsreplay-record-mode",
-        choices=RECORD_MODES,
+        choices=[m.value for m in PLUGIN_MODES],
         default="none",
         help="none (default): replay cassettes; once: record a cassette that does not exist yet, replay the "
         "others; all: re-record every cassette (overwrites). Recording needs --jsreplay-upstream.",
@@ -115,9 +116,9 @@ def _plan(request: pytest.FixtureRequest) -> _Plan:
     ignores = marker.kwargs.get("ignores", ())
     if isinstance(ignores, str):
         ignores = (ignores,)
-    mode: str = request.config.getoption("--jsreplay-record-mode")
+    mode = RecordMode(request.config.getoption("--jsreplay-record-mode"))
     missing = [c for c in cassettes if not c.exists()]
-    record = mode == "all" or (mode == "once" and bool(missing))
+    record = mode.records(missing=bool(missing))
     if record and len(cassettes) != 1:
         pytest.fail(
             f"jsreplay: can record only a test that names one cassette ({len(cassettes)} named)",

@@ -18,10 +18,9 @@ from jsreplay.cli.record import run_until_stopped as run_recorder
 from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
+from jsreplay.replay.record_mode import RecordMode
 from jsreplay.replay.server import Fallback
 from jsreplay.serving import ListenTLS
-
-MODES = ("none", "once", "new_episodes", "all")
 
 
 async def _serve(
@@ -94,13 +93,13 @@ async def _serve(
 )
 @click.option(
     "--mode",
-    type=click.Choice(MODES),
+    type=click.Choice([m.value for m in RecordMode]),
     default="none",
     show_default=True,
     help="none: replay only; once: record from --upstream if the cassette does not exist; new_episodes: replay, "
     "and forward calls that miss to --upstream, appending them to the cassette; all: always re-record.",
 )
-@click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once/all.")
+@click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once, new_episodes and all.")
 @upstream_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report.")
 @click.option(
@@ -134,14 +133,15 @@ def replay_command(
     a recording that could not be read back because the cassette changed while it was served).
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
-    record = mode == "all" or (mode in ("once", "new_episodes") and not all(c.exists() for c in cassettes))
-    if mode != "none" and upstream is None:
+    record_mode = RecordMode(mode)
+    record = record_mode.records(missing=not all(c.exists() for c in cassettes))
+    if record_mode.needs_upstream and upstream is None:
         raise click.UsageError(f"--mode {mode} records from an upstream: give --upstream HOST:PORT")
     if record:
         if len(cassettes) != 1:
             raise click.UsageError(f"--mode {mode} records into one cassette; {len(cassettes)} given")
         assert upstream is not None
-        _record_instead(cassettes[0], upstream, upstream_ca, upstream_insecure, listen, advertise, tls, mode)
+        _record_instead(cassettes[0], upstream, upstream_ca, upstream_insecure, listen, advertise, tls, record_mode)
         return
     missing = [str(c) for c in cassettes if not c.exists()]
     if missing:
@@ -157,7 +157,7 @@ def replay_command(
         speed=speed,
     )
     fallback = None
-    if mode == "new_episodes":
+    if record_mode.forwards_misses:
         if len(cassettes) != 1:
             raise click.UsageError(f"--mode new_episodes appends to one cassette; {len(cassettes)} given")
         assert upstream is not None
@@ -192,9 +192,9 @@ def _record_instead(
     listen: str,
     advertise: str | None,
     tls: ListenTLS,
-    mode: str,
+    mode: RecordMode,
 ) -> None:
-    click.echo(f"jsreplay replay: --mode {mode}: recording {cassette} from {upstream}", err=True)
+    click.echo(f"jsreplay replay: --mode {mode.value}: recording {cassette} from {upstream}", err=True)
     config = RecordConfig(
         upstream=upstream,
         cassette=cassette,
@@ -202,7 +202,7 @@ def _record_instead(
         advertise=advertise,
         upstream_trust=upstream_trust(upstream_ca, upstream_insecure),
         tls=tls,
-        overwrite=mode == "all",
+        overwrite=mode.overwrites,
     )
     proxy = asyncio.run(run_recorder(config))
     if proxy.error:
