@@ -19,12 +19,21 @@ from jsreplay.testing.cluster.state import ClusterState
 
 
 class ControllerService(Service):
-    """`dial_ready_timeout`: how long Dial waits for the exporter's LEASE_READY (see FakeCluster)."""
+    """`dial_ready_timeout`, `listen_ends_at_lease_end`: see FakeCluster."""
 
-    def __init__(self, state: ClusterState, hooks: Hooks, router: Router, *, dial_ready_timeout: float) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        hooks: Hooks,
+        router: Router,
+        *,
+        dial_ready_timeout: float,
+        listen_ends_at_lease_end: bool = False,
+    ) -> None:
         super().__init__(state, hooks)
         self.router = router
         self.dial_ready_timeout = dial_ready_timeout
+        self.listen_ends_at_lease_end = listen_ends_at_lease_end
 
     def handlers(self) -> grpc.GenericRpcHandler:
         pb = jumpstarter_pb2
@@ -111,9 +120,17 @@ class ControllerService(Service):
         if lease is None or lease.name not in exp.lease_history:
             raise CallError(grpc.StatusCode.PERMISSION_DENIED, f"lease {request.lease_name} is not assigned to you")
         # Stays open after the lease ends: the exporter cancels it itself, and ending it would make the real
-        # exporter re-open it in a loop.
+        # exporter re-open it in a loop. With listen_ends_at_lease_end, a Listen open when its lease ends ends
+        # then with OK (what is queued first); one opened after the end (the 0.9.0 exporter re-opens an ended
+        # Listen at once) stays open, so the exporter does not spin until it notices the lease is gone.
+        if not (self.listen_ends_at_lease_end and not lease.ended):
+            while True:
+                yield await lease.listen.get()
         while True:
-            yield await lease.listen.get()
+            await self.state.wait_for(lambda: lease.ended or not lease.listen.empty(), None, "a Dial or lease end")
+            if lease.listen.empty():
+                return  # the lease ended: the stream ends with OK
+            yield lease.listen.get_nowait()
 
     async def _dial(self, request: jumpstarter_pb2.DialRequest, ns: str, name: str) -> Message:
         lease = self.state.client_lease(request.lease_name, ns, name)

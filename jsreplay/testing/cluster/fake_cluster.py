@@ -43,6 +43,10 @@ class FakeCluster:
     `router_linger`: when a caller's call ends after it sent GOAWAY, how long its peer may still take to
     half-close before the router ends the peer's call too (a caller that vanishes without GOAWAY ends its
     peer at once).
+    `listen_ends_at_lease_end`: when a lease ends (released, deleted, expired, exporter unregistered), end the
+    exporter's Listen streams open for it with OK, as a real controller may; a Listen opened for an already
+    ended lease still stays open until its caller cancels it. Default False: Listen stays open after the lease
+    ends until the exporter cancels it.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class FakeCluster:
         router_pair_timeout: float = 20.0,
         router_linger: float = 10.0,
         router_queue_depth: int = 64,
+        listen_ends_at_lease_end: bool = False,
         before_call: BeforeCall | None = None,
         alter_response: AlterResponse | None = None,
     ) -> None:
@@ -70,7 +75,11 @@ class FakeCluster:
             queue_depth=router_queue_depth,
         )
         self._controller_service = ControllerService(
-            self._state, self._hooks, self._router_service, dial_ready_timeout=dial_ready_timeout
+            self._state,
+            self._hooks,
+            self._router_service,
+            dial_ready_timeout=dial_ready_timeout,
+            listen_ends_at_lease_end=listen_ends_at_lease_end,
         )
         self._client_service = ClientService(self._state, self._hooks)
         self._controller_server: grpc.aio.Server | None = None
@@ -114,6 +123,14 @@ class FakeCluster:
     @dial_ready_timeout.setter
     def dial_ready_timeout(self, value: float) -> None:
         self._controller_service.dial_ready_timeout = value
+
+    @property
+    def listen_ends_at_lease_end(self) -> bool:
+        return self._controller_service.listen_ends_at_lease_end
+
+    @listen_ends_at_lease_end.setter
+    def listen_ends_at_lease_end(self, value: bool) -> None:
+        self._controller_service.listen_ends_at_lease_end = value
 
     @property
     def router_pair_timeout(self) -> float:

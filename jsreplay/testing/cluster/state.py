@@ -35,8 +35,12 @@ class ClusterState:
     def exporter(self, name: str, namespace: str = "default") -> ExporterState:
         return self.exporters[f"{namespace}/{name}"]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-        """Wait until `predicate()` holds; re-checked on every state change. TimeoutError names `what`."""
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float | None = 10.0, what: str = "condition"
+    ) -> None:
+        """Wait until `predicate()` holds; re-checked on every state change. TimeoutError names `what`.
+
+        `timeout=None` waits for as long as the caller does (a stream handler, until its call ends)."""
         try:
             async with asyncio.timeout(timeout):
                 while not predicate():
