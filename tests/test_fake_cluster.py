@@ -27,6 +27,7 @@ from jsreplay.grpc_options import CHANNEL_OPTIONS
 from jsreplay.testing import (
     ECHO_PAYLOAD,
     CallError,
+    CallRecord,
     ExporterCredentials,
     FakeCluster,
     run_client_scenario,
@@ -200,6 +201,69 @@ async def test_hooks_make_variants() -> None:
     dials = [c.code for c in cluster.calls if c.method == CONTROLLER + "Dial"]
     # If the failed Dial was the readiness probe's, its retry may be cancelled by the end of the scenario.
     assert dials.count(grpc.StatusCode.FAILED_PRECONDITION) == 1 and dials.count(grpc.StatusCode.OK) in (1, 2)
+
+
+@pytest.mark.timeout(90)
+async def test_listen_ends_ok_at_lease_end_and_the_exporter_copes() -> None:
+    # A real controller may end the exporter's Listen with OK when the lease ends. The real exporter copes: each
+    # lease's Listen ends OK at the lease's end, the exporter opens Listen again for the next lease, and two
+    # scenarios in a row pass.
+    with anyio.fail_after(75):
+        async with FakeCluster(listen_ends_at_lease_end=True) as cluster:
+            client = cluster.new_client("alice")
+            async with cluster_with_exporter(cluster) as exporter:
+                results = []
+                for _ in range(2):
+                    result = await run_client_scenario(
+                        client.endpoint, client.token, client.ca_pem, name="alice", selector=SELECTOR, timeout=30
+                    )
+                    results.append(result)
+                    assert cluster.leases[result.lease_name].ended
+                    listen = await first_listen_ended(cluster, result.lease_name)
+                    assert listen.code == grpc.StatusCode.OK and listen.details == ""
+                    assert len(listen.responses) == 2  # one per Dial
+                    # Each lease has its own Listen, opened once the previous lease's Listen had ended.
+                    assert {listened_lease(c) for c in listens(cluster)} == {r.lease_name for r in results}
+                    await cluster.wait_exporter_available(exporter.name)
+    assert all(r.echoed == ECHO_PAYLOAD for r in results)
+    assert results[0].comparable() == results[1].comparable()
+    assert results[0].lease_name != results[1].lease_name
+    # The 0.9.0 exporter re-opens a Listen that ended OK at once; if it does so before it notices the lease is
+    # gone, that Listen (for the ended lease) stays open until the exporter cancels it.
+    for call in listens(cluster):
+        first = call is listens(cluster, listened_lease(call))[0]
+        assert call.code == (grpc.StatusCode.OK if first else grpc.StatusCode.CANCELLED)
+    # Otherwise the same calls as two plain scenarios.
+    counts = cluster.call_counts()
+    del counts[CONTROLLER + "Listen"]
+    assert dict(counts) == {
+        CONTROLLER + "Register": 1,
+        CONTROLLER + "ReportStatus": 6,
+        CONTROLLER + "Status": 1,
+        CONTROLLER + "Dial": 4,
+        CONTROLLER + "Unregister": 1,
+        CLIENT + "CreateLease": 2,
+        CLIENT + "GetLease": 4,
+        CLIENT + "GetExporter": 2,
+        CLIENT + "DeleteLease": 2,
+        ROUTER_STREAM: 8,
+    }
+
+
+def listens(cluster: FakeCluster, lease_name: str | None = None) -> list[CallRecord]:
+    calls = [c for c in cluster.calls if c.method == CONTROLLER + "Listen"]
+    return [c for c in calls if lease_name is None or listened_lease(c) == lease_name]
+
+
+def listened_lease(call: CallRecord) -> str:
+    assert isinstance(call.request, jumpstarter_pb2.ListenRequest)
+    return call.request.lease_name
+
+
+async def first_listen_ended(cluster: FakeCluster, lease_name: str) -> CallRecord:
+    listen = listens(cluster, lease_name)[0]
+    await cluster.wait_for(lambda: listen.code is not None, timeout=10, what=f"the Listen for {lease_name} to end")
+    return listen
 
 
 @pytest.mark.e2e
