@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 
+from jsreplay.session.tokens import bearer_token
+
 
 def new_token() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(24)).decode()
 
 
 def bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :]
-    return None
+    """The call's bearer token, read by the one rule every part of jsreplay uses (`session.tokens`)."""
+    return bearer_token(context.invocation_metadata() or ())
