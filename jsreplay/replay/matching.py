@@ -31,7 +31,9 @@ class MatchMode(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Difference:
+class Mismatch:
+    """Where a live request differs from a recorded one (diff's `Difference` is a reported change between cassettes)."""
+
     path: str
     recorded: Any
     live: Any
@@ -117,7 +119,7 @@ class Matcher:
 
     # ------------------------------------------------------------------------------------------ comparing
 
-    def differences(self, script: Script, live: bytes | None) -> list[Difference]:
+    def differences(self, script: Script, live: bytes | None) -> list[Mismatch]:
         """How a live first request differs from a recording's, per the mode (empty: it matches)."""
         if self.mode is MatchMode.ORDER:
             return []
@@ -126,27 +128,27 @@ class Matcher:
             if recorded == live:
                 return []
             found = self._field_differences(script, recorded, live, masked=False)
-            return found or [Difference("(bytes)", recorded, live)]
+            return found or [Mismatch("(bytes)", recorded, live)]
         if recorded == live:
             return []
         return self._field_differences(script, recorded, live, masked=True)
 
     def _field_differences(
         self, script: Script, recorded: bytes | None, live: bytes | None, *, masked: bool
-    ) -> list[Difference]:
+    ) -> list[Mismatch]:
         if recorded is None or live is None:
-            return [Difference("(request)", recorded, live)]
+            return [Mismatch("(request)", recorded, live)]
         registry = self.registry_for(script)
         info = registry.method(script.method)
         if info is None:
-            return [Difference("(bytes)", recorded, live)]
+            return [Mismatch("(bytes)", recorded, live)]
         try:
             old = flatten(registry.decode(info.request_type, recorded))
             new = flatten(registry.decode(info.request_type, live))
         except ProtocolError as err:
-            return [Difference("(decode)", "", str(err))]
+            return [Mismatch("(decode)", "", str(err))]
         prefix = f"{short_method(script.method)}.request."
-        found: list[Difference] = []
+        found: list[Mismatch] = []
         for path in sorted(old.keys() | new.keys()):
             a, b = old.get(path, _MISSING), new.get(path, _MISSING)
             if a == b:
@@ -157,7 +159,7 @@ class Matcher:
                 plain = _strip_indices(path)
                 if any(rule.matches(prefix + plain) for rule in self._rules):
                     continue
-            found.append(Difference(path, a, b))
+            found.append(Mismatch(path, a, b))
         return found
 
     # ------------------------------------------------------------------------------------------ choosing
@@ -188,7 +190,7 @@ class Matcher:
                     return Outcome(slot.script, repeated=True)
         return Outcome(None, explanation=self._explain(method, checked))
 
-    def _explain(self, method: str, checked: list[tuple[_Slot, list[Difference]]]) -> str:
+    def _explain(self, method: str, checked: list[tuple[_Slot, list[Mismatch]]]) -> str:
         unused = sum(1 for slot, _ in checked if slot.used == 0)
         header = (
             f"jsreplay: no recording matches {method} (matcher {self.mode.value}; "
