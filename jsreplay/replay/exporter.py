@@ -19,8 +19,8 @@ from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
 from jsreplay.replay.matching import Matcher, MatchMode
+from jsreplay.replay.playback import play
 from jsreplay.replay.script import Script
-from jsreplay.replay.serving import play
 from jsreplay.serving import rpc_method_handler
 
 log = logging.getLogger("jsreplay.replay")

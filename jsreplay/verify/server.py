@@ -43,9 +43,9 @@ from jsreplay.protocol.wire import (
     short_method,
 )
 from jsreplay.replay.matching import Matcher, MatchMode
+from jsreplay.replay.playback import play, sendable
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
-from jsreplay.replay.serving import play, sendable
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.session.tokens import bearer_token
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge
