@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
+from jsreplay.cli.options import format_option, ignore_option
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.show import gc_paused, load_view, write_json, write_output
 from jsreplay.inspect.diff import (
@@ -85,21 +86,8 @@ def _load_both(
 @click.command("diff")
 @click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Readable lines (coloured on a terminal), or one JSON document (docs/inspect.md).",
-)
-@click.option(
-    "--ignore",
-    "ignores",
-    multiple=True,
-    metavar="FIELD_PATH",
-    help="Leave this field out, e.g. 'ClientService/GetLease.response.selector' or just 'selector' (repeatable).",
-)
+@format_option("text", "json", help="Readable lines (coloured on a terminal), or one JSON document (docs/inspect.md).")
+@ignore_option("Leave this field out, e.g. 'ClientService/GetLease.response.selector' or just 'selector' (repeatable).")
 @click.option("--no-default-ignores", is_flag=True, help="Compare volatile values too (UUIDs, tokens, times...).")
 @click.option(
     "--timing-threshold",

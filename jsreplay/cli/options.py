@@ -1,16 +1,18 @@
-"""Options several commands share: the listening side (address, TLS) and how to trust an upstream."""
+"""Options several commands share: the listening side (address, TLS), how to trust an upstream, --format and
+--ignore."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from jsreplay.record.upstream import UpstreamTrust
-from jsreplay.serving import DEFAULT_LISTEN, ListenTLS
-from jsreplay.tls import load_server_certificate
+# The listening and upstream types load gRPC: imported where used, so show, diff and textconv load no server.
+if TYPE_CHECKING:
+    from jsreplay.record.upstream import UpstreamTrust
+    from jsreplay.serving import ListenTLS
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -18,6 +20,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 def listen_options(peers: str) -> Callable[[F], F]:
     """--listen, --advertise, --tls-cert, --tls-key, --ca-out, --plaintext; `peers` names who connects."""
+    from jsreplay.serving import DEFAULT_LISTEN
+
     options = [
         click.option(
             "--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT", help="Where to listen."
@@ -45,8 +49,21 @@ def listen_options(peers: str) -> Callable[[F], F]:
     return decorate
 
 
+def format_option(*formats: str, help: str) -> Callable[[F], F]:
+    """--format, choosing among `formats` (the first is the default), as `fmt`."""
+    return click.option("--format", "fmt", type=click.Choice(formats), default=formats[0], show_default=True, help=help)
+
+
+def ignore_option(help: str) -> Callable[[F], F]:
+    """--ignore FIELD_PATH (repeatable), as `ignores`: the path syntax of docs/inspect.md, "What is ignored"."""
+    return click.option("--ignore", "ignores", multiple=True, metavar="FIELD_PATH", help=help)
+
+
 def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool) -> ListenTLS:
     """Validate the listening-side TLS flags."""
+    from jsreplay.serving import ListenTLS
+    from jsreplay.tls import load_server_certificate
+
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if plaintext and (tls_cert is not None or ca_out is not None):
@@ -71,6 +88,8 @@ def upstream_options(function: F) -> F:
 
 
 def upstream_trust(upstream_ca: Path | None, upstream_insecure: bool) -> UpstreamTrust:
+    from jsreplay.record.upstream import UpstreamTrust
+
     if upstream_ca is not None and upstream_insecure:
         raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
     return UpstreamTrust(ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
-from jsreplay.cli.options import listen_options, listen_tls_options, upstream_options, upstream_trust
+from jsreplay.cli.options import ignore_option, listen_options, listen_tls_options, upstream_options, upstream_trust
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.record import run_until_stopped as run_recorder
 from jsreplay.record import RecordConfig
@@ -82,7 +82,7 @@ async def _serve(
     show_default=True,
     help="default: decoded request minus volatile fields; strict: every byte; order: method and order only.",
 )
-@click.option("--ignore", "ignores", multiple=True, metavar="FIELD_PATH", help="Also ignore this field when matching.")
+@ignore_option("Also ignore this field when matching (repeatable).")
 @click.option("--allow-repeats", is_flag=True, help="Serve a recording again once the matching ones are used up.")
 @click.option(
     "--speed",

@@ -19,6 +19,7 @@ import click
 
 from jsreplay.cassette.format import CassetteReader
 from jsreplay.cassette.model import group_calls
+from jsreplay.cli.options import format_option
 from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.mermaid import render_mermaid
 from jsreplay.inspect.show import ShowOptions, dump_json, render_text, select_calls, view_json_text
@@ -133,13 +134,8 @@ def write_json(document: Any) -> None:
 
 @click.command("show")
 @click.argument("cassette", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "mermaid"]),
-    default="text",
-    show_default=True,
-    help="A timeline, one JSON document (for scripts and jq), or a Mermaid sequence diagram.",
+@format_option(
+    "text", "json", "mermaid", help="A timeline, one JSON document (for scripts and jq), or a Mermaid sequence diagram."
 )
 @click.option(
     "--method",

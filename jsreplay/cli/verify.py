@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_ERROR
-from jsreplay.cli.options import listen_options, listen_tls_options
+from jsreplay.cli.options import format_option, ignore_option, listen_options, listen_tls_options
 from jsreplay.verify import DEFAULT_TIMEOUT_S, Verifier, VerifyConfig, VerifyError, VerifyReport
 
 
@@ -43,21 +43,8 @@ async def _run(config: VerifyConfig) -> VerifyReport:
 @click.command("verify")
 @click.argument("cassette", type=click.Path(dir_okay=False, path_type=Path))
 @listen_options("the exporter")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Readable lines, or one JSON document (docs/verify.md).",
-)
-@click.option(
-    "--ignore",
-    "ignores",
-    multiple=True,
-    metavar="FIELD_PATH",
-    help="Do not compare this field, e.g. 'ExporterService/GetStatus.response.message' (repeatable).",
-)
+@format_option("text", "json", help="Readable lines, or one JSON document (docs/verify.md).")
+@ignore_option("Do not compare this field, e.g. 'ExporterService/GetStatus.response.message' (repeatable).")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
