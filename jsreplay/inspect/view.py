@@ -35,11 +35,11 @@ from jsreplay.protocol.wire import ROUTER_STREAM, code_name, short_method
 from jsreplay.session.tokens import bearer_token
 from jsreplay.session.tunnels import (
     RouterFrame,
-    SideFinder,
     TunnelSide,
     decode_router_call,
     iter_router_frames,
     pair_ends,
+    peek_side,
 )
 from jsreplay.tunnel import ErrorCode, InnerCall, application_metadata
 
@@ -417,19 +417,6 @@ def _pair_tunnels(router_calls: Sequence[tuple[Call, ViewCall]]) -> list[tuple[i
     return pair_ends([(bearer_token(call.start.metadata), _side_of(view)) for call, view in router_calls])
 
 
-def _peek_side(registry: Registry, call: Call) -> tuple[TunnelSide, str | None]:
-    """Which end of the tunnel a router call was, from its first DATA frames only (the rest is not parsed)."""
-    finder = SideFinder()
-    try:
-        for sent, frame in iter_router_frames(call, registry):
-            finder.add(sent, frame)
-            if finder.settled:
-                break
-    except ProtocolError as err:
-        return TunnelSide.UNKNOWN, f"router frame does not decode: {err}"
-    return finder.side, None
-
-
 def _count_types(frames: Iterable[tuple[str, int]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name, _ in frames:
@@ -472,7 +459,7 @@ def _attach_tunnels(
 ) -> None:
     registry = decoder.registry
     for call, view in router_calls:
-        side, error = _peek_side(registry, call)
+        side, error = peek_side(call, registry)
         view.stream = RouterStream(side=side, error=error)
         view.caller = _caller_for_side(side)
     holders: list[tuple[Call, ViewCall]] = []

@@ -143,17 +143,22 @@ class SideFinder:
         return TunnelSide.UNKNOWN
 
 
-def tunnel_side(call: Call, registry: Registry) -> TunnelSide:
-    """Which peer a recorded Stream call belongs to, from its first frames only (cheap: no HTTP/2 decoding)."""
+def peek_side(call: Call, registry: Registry) -> tuple[TunnelSide, str | None]:
+    """Which peer a recorded Stream call belongs to, from its first frames only (cheap: no HTTP/2 decoding), and
+    why it is unknown when a frame does not decode."""
     finder = SideFinder()
     try:
         for sent, frame in iter_router_frames(call, registry):
             finder.add(sent, frame)
             if finder.settled:
                 break
-    except ProtocolError:
-        return TunnelSide.UNKNOWN
-    return finder.side
+    except ProtocolError as err:
+        return TunnelSide.UNKNOWN, f"router frame does not decode: {err}"
+    return finder.side, None
+
+
+def tunnel_side(call: Call, registry: Registry) -> TunnelSide:
+    return peek_side(call, registry)[0]
 
 
 def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
