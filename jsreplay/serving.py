@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from jsreplay.files import create_replacing
 from jsreplay.protocol.registry import StreamKind
 from jsreplay.tls import CertificateAuthority, ServerCertificate, server_credentials
 
@@ -128,7 +129,7 @@ def bind(server: grpc.aio.Server, listen: str, tls: ListenTLS, *, advertise: str
         else:
             temp_dir = tempfile.TemporaryDirectory(prefix="jsreplay-")
             ca_file = Path(temp_dir.name) / "ca.pem"
-        fd = os.open(ca_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_replacing(ca_file, 0o644)  # never writes through a symlink at --ca-out
         with os.fdopen(fd, "wb") as f:
             f.write(ca_pem)
     return BoundServer(listen=bound, advertise=advertised, ca_pem=ca_pem, ca_file=ca_file, _temp_dir=temp_dir)

@@ -1,0 +1,106 @@
+"""The recorder under attack: routes to itself, undecodable Dial responses, symlinked outputs, plaintext on the
+network, doubled authorization headers (issue 10)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import click
+import grpc
+import pytest
+from click.testing import CliRunner
+from jumpstarter_protocol.jumpstarter.v1 import jumpstarter_pb2
+from upstream_fake import DIAL, ROUTER, UNARY, FakeUpstream, fake_upstream
+
+import jsreplay
+from jsreplay.cassette.format import CassetteWriter, read_cassette
+from jsreplay.cassette.migrations import FORMAT_VERSION
+from jsreplay.cassette.model import CallStart, Header, Redaction, Role, ServerMessage
+from jsreplay.cassette.redaction import Redactor
+from jsreplay.cli.main import cli
+from jsreplay.cli.options import listen_tls_options
+from jsreplay.grpc_options import CHANNEL_OPTIONS
+from jsreplay.protocol.registry import Registry
+from jsreplay.record import RecordingProxy
+from jsreplay.serving import ListenTLS
+
+pytestmark = pytest.mark.anyio
+WAIT_S = 10
+DIAL_REQUEST = jumpstarter_pb2.DialRequest(lease_name="l").SerializeToString()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with fake_upstream() as state:
+        yield state
+
+
+def secure_channel(proxy: RecordingProxy) -> grpc.aio.Channel:
+    assert proxy.ca_pem is not None
+    credentials = grpc.ssl_channel_credentials(root_certificates=proxy.ca_pem)
+    return grpc.aio.secure_channel(proxy.endpoint, credentials, options=CHANNEL_OPTIONS)
+
+
+def local_non_loopback_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.255", 9))  # no packet is sent; this only picks the outgoing interface
+        except OSError:
+            return None
+        ip: str = s.getsockname()[0]
+    return None if ip.startswith("127.") else ip
+
+
+# ------------------------------------------------------------------------------------ 10a: symlinked outputs
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_overwrite_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path, dangling: bool) -> None:
+    victim = tmp_path / "victim"
+    if not dangling:
+        victim.write_bytes(b"precious")
+    link = tmp_path / "c.msgpack"
+    link.symlink_to(victim)
+    header = Header(
+        format_version=FORMAT_VERSION,
+        jsreplay_version="test",
+        created_unix_ns=0,
+        upstreams=("u:1",),
+        descriptor_set=b"",
+        redaction=Redaction(enabled=False),
+    )
+    with CassetteWriter(link, header, redactor=None, overwrite=True):
+        pass
+    assert victim.read_bytes() == b"precious" if not dangling else not victim.exists()
+    assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
+    assert read_cassette(link).header.jsreplay_version == "test"
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+async def test_ca_out_replaces_a_symlink_instead_of_writing_through_it(
+    upstream: FakeUpstream, tmp_path: Path, dangling: bool
+) -> None:
+    victim = tmp_path / "victim"
+    if not dangling:
+        victim.write_bytes(b"precious")
+    link = tmp_path / "ca.pem"
+    link.symlink_to(victim)
+    async with jsreplay.record(
+        upstream=upstream.endpoint, cassette=tmp_path / "c.msgpack", tls=ListenTLS(ca_out=link)
+    ) as proxy:
+        assert proxy.ca_pem is not None
+        assert victim.read_bytes() == b"precious" if not dangling else not victim.exists()
+        assert not link.is_symlink() and link.read_bytes() == proxy.ca_pem
+
+
