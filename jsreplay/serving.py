@@ -63,6 +63,20 @@ def parse_hostport(text: str, *, what: str = "address") -> HostPort:
     return HostPort(host, port)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """A host name or address that only this machine can reach (a wildcard is not: it is every interface)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

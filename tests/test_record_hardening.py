@@ -104,3 +104,45 @@ async def test_ca_out_replaces_a_symlink_instead_of_writing_through_it(
         assert not link.is_symlink() and link.read_bytes() == proxy.ca_pem
 
 
+# ----------------------------------------------------------------------------- 10b: plaintext on the network
+
+
+@pytest.mark.parametrize(
+    ("listen", "warned"),
+    [
+        ("127.0.0.1:0", False),
+        ("localhost:7000", False),
+        ("[::1]:0", False),
+        ("0.0.0.0:0", True),
+        ("[::]:0", True),
+        ("192.0.2.7:443", True),
+        ("box.example:443", True),
+    ],
+)
+def test_plaintext_off_loopback_warns(listen: str, warned: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    listen_tls_options(None, None, None, True, listen=listen)
+    err = capsys.readouterr().err
+    assert (err.startswith("jsreplay: warning: ") and "--plaintext" in err and err.count("\n") == 1) is warned
+    listen_tls_options(None, None, None, False, listen=listen)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", ["record", "replay", "verify"])
+def test_each_command_warns_of_plaintext_off_loopback(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def stop_here(*args: object, **kwargs: object) -> None:
+        raise click.ClickException("stopped by the test")
+
+    monkeypatch.setattr("jsreplay.cli.record.run_until_stopped", stop_here)
+    missing = str(tmp_path / "none.msgpack")
+    args = {
+        "record": ["record", "--upstream", "127.0.0.1:1", "--cassette", missing],
+        "replay": ["replay", missing],
+        "verify": ["verify", missing],
+    }[command]
+    result = CliRunner().invoke(cli, [*args, "--plaintext", "--listen", "0.0.0.0:0", "--advertise", "127.0.0.1:0"])
+    assert result.exit_code != 0
+    assert "jsreplay: warning: --plaintext" in result.stderr
+
+

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from jsreplay.record.upstream import UpstreamTrust
-from jsreplay.serving import DEFAULT_LISTEN, ListenTLS
+from jsreplay.serving import DEFAULT_LISTEN, AddressError, ListenTLS, is_loopback_host, parse_hostport
 from jsreplay.tls import load_server_certificate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,12 +45,16 @@ def listen_options(peers: str) -> Callable[[F], F]:
     return decorate
 
 
-def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool) -> ListenTLS:
-    """Validate the listening-side TLS flags."""
+def listen_tls_options(
+    tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool, *, listen: str | None = None
+) -> ListenTLS:
+    """Validate the listening-side TLS flags; warn when `--plaintext` listens beyond loopback."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if plaintext and (tls_cert is not None or ca_out is not None):
         raise click.UsageError("--plaintext cannot be combined with --tls-cert/--tls-key/--ca-out")
+    if plaintext and listen is not None:
+        warn_if_plaintext_off_loopback(listen)
     certificate = None
     if tls_cert is not None and tls_key is not None:
         try:
@@ -58,6 +62,21 @@ def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path
         except ValueError as err:
             raise click.UsageError(f"--tls-cert/--tls-key: {err}") from None
     return ListenTLS(certificate=certificate, plaintext=plaintext, ca_out=ca_out)
+
+
+def warn_if_plaintext_off_loopback(listen: str) -> None:
+    """One line on stderr when cleartext gRPC (tokens included) would be served beyond this machine."""
+    try:
+        host = parse_hostport(listen, what="--listen").host
+    except AddressError:
+        return  # bind() reports it
+    if not is_loopback_host(host):
+        where = "every interface" if host in ("", "0.0.0.0", "::") else host
+        click.echo(
+            f"jsreplay: warning: --plaintext on {where} (--listen {listen}): calls and their tokens cross the "
+            "network unencrypted",
+            err=True,
+        )
 
 
 def upstream_options(function: F) -> F:

@@ -133,7 +133,7 @@ def replay_command(
     Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error (including
     a recording that could not be read back because the cassette changed while it was served).
     """
-    tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
+    tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen)
     record = mode == "all" or (mode in ("once", "new_episodes") and not all(c.exists() for c in cassettes))
     if mode != "none" and upstream is None:
         raise click.UsageError(f"--mode {mode} records from an upstream: give --upstream HOST:PORT")
