@@ -4,6 +4,7 @@ network, doubled authorization headers (issue 10)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import secrets
 import socket
 import stat
@@ -28,7 +29,7 @@ from jsreplay.cli.options import listen_tls_options
 from jsreplay.grpc_options import CHANNEL_OPTIONS
 from jsreplay.protocol.registry import Registry
 from jsreplay.record import RecordingProxy
-from jsreplay.serving import ListenTLS
+from jsreplay.serving import ListenTLS, OwnAddresses
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 10
@@ -55,11 +56,61 @@ def secure_channel(proxy: RecordingProxy) -> grpc.aio.Channel:
 def local_non_loopback_ip() -> str | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("192.0.2.255", 9))  # no packet is sent; this only picks the outgoing interface
+            s.connect(("203.0.113.1", 9))  # no packet is sent; this only picks the outgoing interface
         except OSError:
             return None
         ip: str = s.getsockname()[0]
     return None if ip.startswith("127.") else ip
+
+
+def _field(number: int, value: bytes) -> bytes:
+    assert len(value) < 128
+    return bytes([number << 3 | 2, len(value)]) + value
+
+
+def _assert_nowhere(token: str, raw: bytes) -> None:
+    for form in (token.encode(), base64.b64encode(token.encode()), token.encode().hex().encode()):
+        assert form not in raw
+    for shift in range(3):  # the token inside any base64 of a larger blob
+        encoded = base64.b64encode(b"\x00" * shift + token.encode())
+        assert encoded[4:-4] not in raw
+
+
+# --------------------------------------------------------------- 8w: the writer's redaction of undecodable messages
+
+
+def test_the_writer_never_stores_an_undecodable_secret_bearing_message(tmp_path: Path) -> None:
+    token = "tok" + secrets.token_hex(16)
+    data = _field(1, b"\xff") + _field(2, token.encode())
+    registry = Registry.default()
+    header = Header(
+        format_version=FORMAT_VERSION,
+        jsreplay_version="test",
+        created_unix_ns=0,
+        upstreams=("u:1",),
+        descriptor_set=b"",
+        redaction=Redaction(enabled=True),
+    )
+    path = tmp_path / "c.msgpack"
+    with CassetteWriter(path, header, redactor=Redactor(registry=registry)) as writer:
+        writer.write(
+            CallStart(
+                call_id=1,
+                seq=0,
+                t_ns=0,
+                method=DIAL,
+                role=Role.CONTROLLER,
+                metadata=(),
+                peer="",
+                target="",
+                timeout_ns=None,
+            )
+        )
+        writer.write(ServerMessage(call_id=1, seq=1, t_ns=1, data=data, forwarded=data))
+    _assert_nowhere(token, path.read_bytes())
+    [call] = read_cassette(path).calls()
+    [stored] = call.responses
+    assert stored.startswith(b"redacted:") and b"undecodable" in stored
 
 
 # ------------------------------------------------------------------------------------ 10a: symlinked outputs
