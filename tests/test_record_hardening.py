@@ -76,6 +76,78 @@ def _assert_nowhere(token: str, raw: bytes) -> None:
         assert encoded[4:-4] not in raw
 
 
+# ------------------------------------------------------------------------------------- 7: routing to itself
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "0.0.0.0:0"])
+@pytest.mark.parametrize("alias", ["advertised", "127.0.0.1", "localhost", "[::1]", "0.0.0.0", "local-ip"])
+async def test_a_router_endpoint_naming_the_proxy_itself_is_refused(
+    upstream: FakeUpstream, tmp_path: Path, listen: str, alias: str
+) -> None:
+    local_ip = local_non_loopback_ip()
+    if alias == "local-ip" and (local_ip is None or not listen.startswith("0.0.0.0")):
+        pytest.skip("needs a wildcard listen and a non-loopback local address")
+    cassette = tmp_path / "c.msgpack"
+    advertise = "127.0.0.1:0" if listen.startswith("0.0.0.0") else None
+    async with jsreplay.record(
+        upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem, listen=listen, advertise=advertise
+    ) as proxy:
+        port = proxy.endpoint.rpartition(":")[2]
+        host = {"advertised": proxy.endpoint.rpartition(":")[0], "local-ip": local_ip}.get(alias, alias)
+        upstream.router_endpoint = f"{host}:{port}"
+        async with secure_channel(proxy) as channel:
+            with anyio.fail_after(WAIT_S), pytest.raises(grpc.aio.AioRpcError) as raised:
+                raw = await channel.unary_unary(DIAL)(DIAL_REQUEST, timeout=5)
+                # Before the fix: the Dial passes, and a Stream with its token would relay to the proxy itself.
+                token = jumpstarter_pb2.DialResponse.FromString(raw).router_token
+                await channel.stream_stream(ROUTER)(metadata=(("authorization", f"Bearer {token}"),), timeout=3).read()
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "itself" in (raised.value.details() or "")
+    assert upstream.seen_methods == [DIAL]  # nothing nested reached the upstream or its router
+    [dial] = read_cassette(cassette).calls()  # one call: no nested streams were recorded
+    assert dial.method == DIAL and dial.status is not None
+    assert dial.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert upstream.router_endpoint in dial.status.details and "itself" in dial.status.details
+
+
+async def test_an_upstream_that_is_the_proxy_itself_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cassette = tmp_path / "c.msgpack"
+    async with jsreplay.record(
+        upstream=f"localhost:{port}", cassette=cassette, listen=f"127.0.0.1:{port}", upstream_insecure=True
+    ) as proxy:
+        async with secure_channel(proxy) as channel:
+            with anyio.fail_after(WAIT_S), pytest.raises(grpc.aio.AioRpcError) as raised:
+                await channel.unary_unary(UNARY)(b"x", timeout=3)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert len(read_cassette(cassette).calls()) == 1
+
+
+# ----------------------------------------------------------------------------- 8: undecodable Dial responses
+
+
+async def test_an_undecodable_dial_response_is_neither_forwarded_nor_stored_in_clear(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    token = "tok" + secrets.token_hex(16)
+    # router_endpoint with invalid UTF-8: a proto3 string field that does not decode.
+    upstream.dial_response = _field(1, b"router\xff\xfe.example:443") + _field(2, token.encode())
+    cassette = tmp_path / "c.msgpack"
+    async with jsreplay.record(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
+        async with secure_channel(proxy) as channel:
+            with anyio.fail_after(WAIT_S), pytest.raises(grpc.aio.AioRpcError) as raised:
+                await channel.unary_unary(DIAL)(DIAL_REQUEST, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "decode" in (raised.value.details() or "")
+    assert token not in (raised.value.details() or "")
+    _assert_nowhere(token, cassette.read_bytes())
+    [dial] = read_cassette(cassette).calls()
+    assert dial.status is not None and dial.status.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "not forwarded" in dial.status.details
+
+
 # --------------------------------------------------------------- 8w: the writer's redaction of undecodable messages
 
 
@@ -197,3 +269,65 @@ def test_each_command_warns_of_plaintext_off_loopback(
     assert "jsreplay: warning: --plaintext" in result.stderr
 
 
+# ------------------------------------------------------------------------- 10c: doubled authorization headers
+
+
+async def test_two_authorization_headers_are_refused_and_never_forwarded(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    cassette = tmp_path / "c.msgpack"
+    async with jsreplay.record(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
+        async with secure_channel(proxy) as channel:
+            with anyio.fail_after(WAIT_S):
+                raw = await channel.unary_unary(DIAL)(DIAL_REQUEST)
+                token = jumpstarter_pb2.DialResponse.FromString(raw).router_token
+                doubled = (("authorization", f"Bearer {token}"), ("authorization", "Bearer someone-else"))
+                with pytest.raises(grpc.aio.AioRpcError) as on_stream:
+                    await channel.stream_stream(ROUTER)(metadata=doubled, timeout=3).read()
+                with pytest.raises(grpc.aio.AioRpcError) as on_unary:
+                    await channel.unary_unary(UNARY)(b"x", metadata=doubled)
+    for raised in (on_stream, on_unary):
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "authorization" in (raised.value.details() or "")
+    assert upstream.seen_methods == [DIAL]  # neither refused call was forwarded
+    _, stream, unary = read_cassette(cassette).calls()
+    for call in (stream, unary):
+        assert call.status is not None and call.status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert call.start.target == "" and call.requests == []
+
+
+# ------------------------------------------------------------------------- 7: what counts as the proxy itself
+
+
+async def test_own_addresses_cover_aliases_target_syntaxes_and_wildcards() -> None:
+    loopback = OwnAddresses("127.0.0.1:7001")
+    for target in (
+        "127.0.0.1:7001",
+        "localhost:7001",
+        "LOCALHOST.:7001",
+        "[::1]:7001",
+        "127.0.0.2:7001",
+        "0.0.0.0:7001",
+        "[::ffff:127.0.0.1]:7001",
+        "dns:///localhost:7001",
+        "dns://8.8.8.8/localhost:7001",
+        "ipv4:192.0.2.200:1,127.0.0.1:7001",
+        "ipv6:[::1]:7001",
+        f"{socket.gethostname()}:7001" if is_loopback_name(socket.gethostname()) else "localhost:7001",
+    ):
+        assert await loopback.includes(target), target
+    for target in ("127.0.0.1:7002", "198.51.100.9:7001", "unix:/tmp/sock", "not an endpoint"):
+        assert not await loopback.includes(target), target
+    wildcard = OwnAddresses("0.0.0.0:7001", "proxy.example:443")
+    assert await wildcard.includes("127.0.0.1:7001") and await wildcard.includes("proxy.example:443")
+    assert not await wildcard.includes("198.51.100.9:7001") and not await wildcard.includes("localhost:443")
+    local_ip = local_non_loopback_ip()
+    if local_ip is not None:
+        assert await wildcard.includes(f"{local_ip}:7001") and not await loopback.includes(f"{local_ip}:7001")
+
+
+def is_loopback_name(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(i[4][0]).is_loopback for i in socket.getaddrinfo(host, None))
+    except OSError:
+        return False

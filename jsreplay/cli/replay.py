@@ -165,7 +165,7 @@ def replay_command(
         cassette, target = cassettes[0], upstream
 
         def fallback(advertise: str) -> Fallback:
-            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise)
+            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise, listen=listen)
 
     report, child_code = asyncio.run(_serve(config, exec_command, fallback))
     if report_file is not None:
