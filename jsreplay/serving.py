@@ -7,8 +7,10 @@ write that CA to a file the user can hand to `tls.ca` or ignore with `JUMPSTARTE
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from jsreplay.files import create_replacing
 from jsreplay.protocol.registry import StreamKind
 from jsreplay.tls import CertificateAuthority, ServerCertificate, server_credentials
 
@@ -62,12 +65,143 @@ def parse_hostport(text: str, *, what: str = "address") -> HostPort:
     return HostPort(host, port)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """A host name or address that only this machine can reach (a wildcard is not: it is every interface)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
+
+
+def target_hostports(target: str) -> list[HostPort]:
+    """The HOST:PORTs a gRPC target names: `h:p`, `dns:h:p`, `dns:///h:p`, `dns://server/h:p`, `ipv4:a:p,b:p`,
+    `ipv6:[a]:p`. Targets of other schemes (unix:...) and unparsable ones name none."""
+    scheme, sep, rest = target.strip().partition(":")
+    items = [target]
+    if sep and scheme.lower() == "dns":
+        if rest.startswith("//"):  # dns://[authority]/host:port
+            rest = rest[2:].partition("/")[2]
+        items = [rest]
+    elif sep and scheme.lower() in ("ipv4", "ipv6"):
+        items = rest.split(",")
+    found = []
+    for item in items:
+        try:
+            found.append(parse_hostport(item))
+        except AddressError:
+            continue
+    return found
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESOLVE_TIMEOUT_S = 2.0
+_LOOPBACK_IPS = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")})
+
+
+def _normalized(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_local_ip(ip: IPAddress) -> bool:
+    """Whether connecting to `ip` reaches this machine: loopback, unspecified, or an address of an interface."""
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(ip), 0))  # succeeds only for a local address
+        except OSError:
+            return False
+    return True
+
+
+async def resolve_host(host: str) -> frozenset[IPAddress]:
+    """The addresses `host` stands for; empty when it does not resolve (in time)."""
+    host = host.strip("[]")
+    try:
+        return frozenset({_normalized(ipaddress.ip_address(host))})
+    except ValueError:
+        pass
+    if is_loopback_host(host):
+        return _LOOPBACK_IPS
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+    except (OSError, TimeoutError, UnicodeError):
+        return frozenset()
+    found: set[IPAddress] = set()
+    for info in infos:
+        try:
+            found.add(_normalized(ipaddress.ip_address(str(info[4][0]).partition("%")[0])))
+        except ValueError:
+            continue
+    return frozenset(found)
+
+
+class OwnAddresses:
+    """Every address at which a server can be reached, so that it never forwards a call to itself.
+
+    That is its listen and advertised addresses, and at their ports: any loopback name or address when either
+    is a loopback one (localhost, 127.0.0.1 and [::1] are aliases), any local address when it listens on a
+    wildcard, and any name that resolves to one of those. Answers are cached per target.
+    """
+
+    def __init__(self, *endpoints: HostPort | str) -> None:
+        self.endpoints = tuple(e if isinstance(e, HostPort) else parse_hostport(e) for e in endpoints)
+        self._cache: dict[str, bool] = {}
+
+    async def includes(self, target: str) -> bool:
+        """Whether the gRPC target `target` reaches this server."""
+        cached = self._cache.get(target)
+        if cached is None:
+            cached = False
+            for address in target_hostports(target):
+                if await self._is_own(address):
+                    cached = True
+                    break
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[target] = cached
+        return cached
+
+    async def _is_own(self, address: HostPort) -> bool:
+        mine = [e for e in self.endpoints if e.port == address.port]
+        if not mine:
+            return False  # the usual case, and no name is resolved for it
+        host = address.host.lower().rstrip(".")
+        if any(host == e.host.lower().rstrip(".") for e in mine):
+            return True
+        ips = await resolve_host(host)
+        for endpoint in mine:
+            if endpoint.is_wildcard:
+                if any(_is_local_ip(ip) for ip in ips):
+                    return True
+                continue
+            ours = await resolve_host(endpoint.host)
+            for ip in ips:
+                if ip in ours:
+                    return True
+                if ip.is_loopback and any(o.is_loopback for o in ours):
+                    return True
+                if ip.is_unspecified and any(_is_local_ip(o) for o in ours):  # 0.0.0.0 connects to this host
+                    return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -92,6 +226,10 @@ class BoundServer:
     @property
     def endpoint(self) -> str:
         return str(self.advertise)
+
+    def own_addresses(self) -> OwnAddresses:
+        """Where this server can be reached: what it must never forward to."""
+        return OwnAddresses(self.listen, self.advertise)
 
     def cleanup(self) -> None:
         if self._temp_dir is not None:
@@ -128,7 +266,7 @@ def bind(server: grpc.aio.Server, listen: str, tls: ListenTLS, *, advertise: str
         else:
             temp_dir = tempfile.TemporaryDirectory(prefix="jsreplay-")
             ca_file = Path(temp_dir.name) / "ca.pem"
-        fd = os.open(ca_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_replacing(ca_file, 0o644)  # never writes through a symlink at --ca-out
         with os.fdopen(fd, "wb") as f:
             f.write(ca_pem)
     return BoundServer(listen=bound, advertise=advertised, ca_pem=ca_pem, ca_file=ca_file, _temp_dir=temp_dir)

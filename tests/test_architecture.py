@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "jsreplay"
 
-CORES = {"cassette", "protocol", "tunnel"}
+CORES = {"cassette", "protocol", "tunnel", "files"}
 NET = {"serving", "tls", "grpc_options"}  # the listening side and gRPC channel options, shared by the servers
 SESSION = {"session"}
 # What each part may import besides itself. Commands (cli, the pytest plugin, the package's entry points) may
@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "cassette": CORES,
     "protocol": CORES,
     "tunnel": CORES,
+    "files": set(),
     "serving": CORES | NET,
     "tls": NET,
     "grpc_options": NET,

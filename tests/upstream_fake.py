@@ -39,6 +39,9 @@ class FakeUpstream:
     pairs: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
     seen_metadata: list[tuple[tuple[str, Any], ...]] = field(default_factory=list)
+    router_endpoint: str = ""  # what Dial names as the router; default: this upstream
+    dial_response: bytes | None = None  # raw bytes Dial answers with instead, when set
+    seen_methods: list[str] = field(default_factory=list)  # every call that reached this upstream
 
 
 class _Handler(grpc.GenericRpcHandler):
@@ -47,6 +50,7 @@ class _Handler(grpc.GenericRpcHandler):
         self.waiting: dict[str, tuple[asyncio.Queue[bytes | None], asyncio.Future[asyncio.Queue[bytes | None]]]] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        self.state.seen_methods.append(details.method)
         match details.method:
             case "/jumpstarter.v1.ControllerService/GetLease":
                 return grpc.unary_unary_rpc_method_handler(self.unary)
@@ -77,8 +81,12 @@ class _Handler(grpc.GenericRpcHandler):
         return request[::-1]
 
     async def dial(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self.state.seen_metadata.append(tuple(context.invocation_metadata() or ()))
+        if self.state.dial_response is not None:
+            return self.state.dial_response
         token = secrets.token_hex(16)
-        return jumpstarter_pb2.DialResponse(router_endpoint=self.state.endpoint, router_token=token).SerializeToString()
+        endpoint = self.state.router_endpoint or self.state.endpoint
+        return jumpstarter_pb2.DialResponse(router_endpoint=endpoint, router_token=token).SerializeToString()
 
     async def server_stream(self, request: bytes, context: grpc.aio.ServicerContext) -> None:
         await context.send_initial_metadata(INITIAL)

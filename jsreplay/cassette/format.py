@@ -49,6 +49,7 @@ from jsreplay.cassette.model import (
     Status,
 )
 from jsreplay.cassette.redaction import Redactor
+from jsreplay.files import create_replacing
 
 MAGIC = b"\x89JSR\r\n\x1a\n"  # PNG-style: a high byte and line endings catch text-mode mangling
 HEADER_MAGIC = "jsreplay-cassette"
@@ -389,15 +390,15 @@ class CassetteWriter:
     ) -> None:
         self._fd: int | None = None
         self._setup(path, redactor)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
         try:
-            self._fd = os.open(self.path, flags, 0o600)
+            if overwrite:  # a new file renamed over the old: a symlink there is replaced, not written through
+                self._fd = create_replacing(self.path, 0o600)
+            else:  # O_EXCL never follows a symlink, not even a dangling one
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             raise CassetteExistsError(self.path, "already exists; choose another path or allow overwriting") from None
         except OSError as err:
             raise CassetteError(self.path, f"cannot create: {err.strerror}") from None
-        if overwrite:
-            os.fchmod(self._fd, 0o600)  # O_TRUNC keeps the old mode
         self._write(MAGIC + self._packer.pack(header_to_record(header)))
 
     def _setup(self, path: str | Path, redactor: Redactor | None) -> None:

@@ -5,7 +5,9 @@ for each recording and never stored), so equal secrets within a cassette stay eq
 a router token handed out by Dial with the Stream call that presents it. Authorization values keep their
 scheme: `Bearer redacted:…`, whose token part is the same fingerprint the token field got.
 
-Only messages that actually held a secret are re-encoded; every other message keeps its recorded bytes.
+Only messages that actually held a secret are re-encoded; every other message keeps its recorded bytes. A
+message of a type that can hold a secret but whose bytes do not decode cannot be searched, so none of it is
+stored: it becomes `redacted:undecodable <n> bytes <fingerprint>`, which does not decode either.
 """
 
 from __future__ import annotations
@@ -182,18 +184,26 @@ class Redactor:
             return self.fingerprint(value) if value else value
         return value
 
+    def undecodable(self, data: bytes) -> bytes:
+        """What is stored for a secret-bearing message that does not decode: a marker, none of its bytes."""
+        digest = hmac.new(self._key, data, hashlib.sha256).hexdigest()  # not fingerprint(): it keeps "redacted:…"
+        return f"{REDACTED_PREFIX}undecodable {len(data)} bytes {digest[:12]}".encode()
+
     def redact_message(self, type_name: str, data: bytes) -> bytes:
         """The message with its secret fields fingerprinted; the same bytes when it holds none."""
         try:
             if not self._secret_fields(type_name):
                 return data
+        except ProtocolError:
+            return data  # a type the schema does not have: nothing is known to be secret in it
+        try:
             value = self._registry.decode(type_name, data)
             if not self._redact_value(type_name, value):
                 return data
             return self._registry.encode(type_name, value)
         except ProtocolError:
-            # Undecodable bytes can't be searched for secrets; keep them (they are recorded as the peer sent them).
-            return data
+            # Bytes that do not decode cannot be searched for the secrets this type holds: keep none of them.
+            return self.undecodable(data)
 
     # ------------------------------------------------------------------------------------------- events
 

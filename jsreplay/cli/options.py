@@ -59,8 +59,10 @@ def ignore_option(help: str) -> Callable[[F], F]:
     return click.option("--ignore", "ignores", multiple=True, metavar="FIELD_PATH", help=help)
 
 
-def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool) -> ListenTLS:
-    """Validate the listening-side TLS flags."""
+def listen_tls_options(
+    tls_cert: Path | None, tls_key: Path | None, ca_out: Path | None, plaintext: bool, *, listen: str | None = None
+) -> ListenTLS:
+    """Validate the listening-side TLS flags; warn when `--plaintext` listens beyond loopback."""
     from jsreplay.serving import ListenTLS
     from jsreplay.tls import load_server_certificate
 
@@ -68,6 +70,8 @@ def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path
         raise click.UsageError("--tls-cert and --tls-key go together")
     if plaintext and (tls_cert is not None or ca_out is not None):
         raise click.UsageError("--plaintext cannot be combined with --tls-cert/--tls-key/--ca-out")
+    if plaintext and listen is not None:
+        warn_if_plaintext_off_loopback(listen)
     certificate = None
     if tls_cert is not None and tls_key is not None:
         try:
@@ -75,6 +79,23 @@ def listen_tls_options(tls_cert: Path | None, tls_key: Path | None, ca_out: Path
         except ValueError as err:
             raise click.UsageError(f"--tls-cert/--tls-key: {err}") from None
     return ListenTLS(certificate=certificate, plaintext=plaintext, ca_out=ca_out)
+
+
+def warn_if_plaintext_off_loopback(listen: str) -> None:
+    """One line on stderr when cleartext gRPC (tokens included) would be served beyond this machine."""
+    from jsreplay.serving import AddressError, is_loopback_host, parse_hostport
+
+    try:
+        host = parse_hostport(listen, what="--listen").host
+    except AddressError:
+        return  # bind() reports it
+    if not is_loopback_host(host):
+        where = "every interface" if host in ("", "0.0.0.0", "::") else host
+        click.echo(
+            f"jsreplay: warning: --plaintext on {where} (--listen {listen}): calls and their tokens cross the "
+            "network unencrypted",
+            err=True,
+        )
 
 
 def upstream_options(function: F) -> F:

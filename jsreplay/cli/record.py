@@ -109,7 +109,7 @@ def record_command(
         listen=listen,
         advertise=advertise,
         upstream_trust=upstream_trust(upstream_ca, upstream_insecure),
-        tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext),
+        tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen),
         redact=not no_redact,
         redact_fields=redact_fields,
         overwrite=overwrite,

@@ -132,7 +132,7 @@ def replay_command(
     Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error (including
     a recording that could not be read back because the cassette changed while it was served).
     """
-    tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
+    tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen)
     record_mode = RecordMode(mode)
     record = record_mode.records(missing=not all(c.exists() for c in cassettes))
     if record_mode.needs_upstream and upstream is None:
@@ -165,7 +165,7 @@ def replay_command(
         cassette, target = cassettes[0], upstream
 
         def fallback(advertise: str) -> Fallback:
-            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise)
+            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise, listen=listen)
 
     report, child_code = asyncio.run(_serve(config, exec_command, fallback))
     if report_file is not None:

@@ -75,7 +75,7 @@ def verify_command(
         cassette=cassette,
         listen=listen,
         advertise=advertise,
-        tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext),
+        tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen),
         ignores=ignores,
         timeout=timeout,
     )

@@ -14,6 +14,7 @@ from jsreplay.record.forward import ForwardingHandler
 from jsreplay.record.recorder import Recorder
 from jsreplay.record.routing import RouterTable
 from jsreplay.record.upstream import UpstreamChannels, UpstreamTrust
+from jsreplay.serving import OwnAddresses
 
 
 class EpisodeRecorder:
@@ -23,7 +24,16 @@ class EpisodeRecorder:
     as with `jsreplay record`; numbering continues from the cassette's last event.
     """
 
-    def __init__(self, cassette: Path, *, upstream: str, trust: UpstreamTrust, advertise: str, redact: bool = True):
+    def __init__(
+        self,
+        cassette: Path,
+        *,
+        upstream: str,
+        trust: UpstreamTrust,
+        advertise: str,
+        listen: str | None = None,
+        redact: bool = True,
+    ):
         registry = Registry.default()
         writer = CassetteWriter.append_to(cassette, redactor=Redactor(registry=registry) if redact else None)
         self.recorder = Recorder(writer)
@@ -33,7 +43,8 @@ class EpisodeRecorder:
             registry=registry,
             channels=self._channels,
             upstream=upstream,
-            routes=RouterTable(registry, advertise),
+            # Never route to the replay server itself: where peers reach it, and where it listens.
+            routes=RouterTable(registry, advertise, OwnAddresses(advertise, *([listen] if listen else []))),
         )
 
     async def forward(self, method: str, kind: StreamKind, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -18,10 +18,10 @@ from jsreplay.cassette.model import CancelSource, Metadata, Role
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.record.recorder import Recorder
-from jsreplay.record.routing import RouterTable
+from jsreplay.record.routing import RouteRefused, RouterTable
 from jsreplay.record.upstream import UpstreamChannels, UpstreamError
 from jsreplay.serving import rpc_method_handler
-from jsreplay.session.tokens import bearer_token
+from jsreplay.session.tokens import authorization_values, bearer_token
 
 log = logging.getLogger("jsreplay.record")
 
@@ -107,17 +107,30 @@ class ForwardingHandler(grpc.GenericRpcHandler):
 
     # ------------------------------------------------------------------------------------------ forwarding
 
-    async def _target(self, method: str, metadata: Metadata) -> tuple[str | None, str]:
-        """(target, refusal reason): the router a Stream's token belongs to, or the controller upstream."""
-        if method != ROUTER_STREAM:
-            return self._upstream, ""
-        token = bearer_token(metadata)
-        if token is None:
-            return None, "jsreplay: router stream without a bearer token"
-        target = self._routes.lookup(token)
-        if target is None:
-            return None, "jsreplay: router token was not issued by the upstream; refusing to relay"
-        return target, ""
+    async def _target(self, method: str, metadata: Metadata) -> str:
+        """The router a Stream's token belongs to, or the controller upstream; RouteRefused if neither may be."""
+        authorizations = len(authorization_values(metadata))
+        if authorizations > 1:  # which one counts would differ between here and the upstream
+            raise RouteRefused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"jsreplay: {authorizations} authorization headers; a call may carry one; refusing to forward",
+            )
+        target = self._upstream
+        if method == ROUTER_STREAM:
+            token = bearer_token(metadata)
+            if token is None:
+                raise RouteRefused(grpc.StatusCode.PERMISSION_DENIED, "jsreplay: router stream without a bearer token")
+            route = self._routes.lookup(token)
+            if route is None:
+                raise RouteRefused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "jsreplay: router token was not issued by the upstream; refusing to relay",
+                )
+            target = route
+        if await self._routes.is_own(target):
+            refusal = f"jsreplay: {target} is this proxy itself; refusing to forward to it"
+            raise RouteRefused(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+        return target
 
     async def forward(
         self, method: str, kind: StreamKind, request: Any, context: grpc.aio.ServicerContext
@@ -128,19 +141,23 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         timeout = remaining if remaining is not None and remaining < 1e9 else None
         client_streams = kind in (StreamKind.CLIENT_STREAMING, StreamKind.BIDI_STREAMING)
         server_streams = kind in (StreamKind.SERVER_STREAMING, StreamKind.BIDI_STREAMING)
-        target, refusal = await self._target(method, metadata)
+        refusal: RouteRefused | None = None
+        try:
+            target = await self._target(method, metadata)
+        except RouteRefused as refused:
+            target, refusal = "", refused
         call_id = recorder.start_call(
             method=method,
             role=Role.ROUTER if method == ROUTER_STREAM else Role.CONTROLLER,
             metadata=metadata,
             peer=context.peer(),
-            target=target or "",
+            target=target,
             timeout_ns=None if timeout is None else int(timeout * 1e9),
             streaming=client_streams or server_streams,
         )
-        if target is None:
-            recorder.status(call_id, grpc.StatusCode.PERMISSION_DENIED.value[0], refusal, ())
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        if refusal is not None:
+            recorder.status(call_id, refusal.code.value[0], refusal.details, ())
+            await context.abort(refusal.code, refusal.details)
             return None
         if not client_streams:
             recorder.client_message(call_id, request)
@@ -173,6 +190,11 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         try:
             response = await self._relay_responses(method, call_id, kind, call, context)
             initial, code, details, trailing = await upstream.outcome()
+        except RouteRefused as refused:  # a Dial/Listen response that must not reach the caller
+            call.cancel()
+            recorder.status(call_id, refused.code.value[0], refused.details, ())
+            await context.abort(refused.code, refused.details)
+            return None
         except asyncio.CancelledError:
             # The caller went away (cancel or its deadline): stop the upstream call too.
             call.cancel()
@@ -193,8 +215,13 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         context.set_trailing_metadata(forwardable(trailing))
         return response
 
-    def _rewrite(self, method: str, data: bytes) -> bytes | None:
-        rewrite = self._routes.rewrite(method, data)
+    async def _rewrite(self, call_id: int, method: str, data: bytes) -> bytes | None:
+        """The message to forward in place of `data`, if rewritten. A refused one is recorded as received."""
+        try:
+            rewrite = await self._routes.rewrite(method, data)
+        except RouteRefused:
+            self._recorder.server_message(call_id, data, None)
+            raise
         return None if rewrite is None else rewrite.forwarded
 
     async def _relay_responses(
@@ -211,7 +238,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             recorder.server_headers(call_id, initial)
             if initial:
                 await context.send_initial_metadata(forwardable(initial))
-            forwarded = self._rewrite(method, response)
+            forwarded = await self._rewrite(call_id, method, response)
             recorder.server_message(call_id, response, forwarded)
             return forwarded if forwarded is not None else response
         # Streaming responses: headers first, as soon as the upstream sends them (a Status stream may send
@@ -230,7 +257,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 return None
             if message is grpc.aio.EOF:
                 return None
-            forwarded = self._rewrite(method, message)
+            forwarded = await self._rewrite(call_id, method, message)
             recorder.server_message(call_id, message, forwarded)
             await context.write(forwarded if forwarded is not None else message)
 

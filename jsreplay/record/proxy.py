@@ -96,7 +96,7 @@ class RecordingProxy(ServesEndpoint):
             bound.cleanup()
             raise
         self._recorder = Recorder(writer)
-        self.routes = RouterTable(self._registry, bound.endpoint)
+        self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses())
         server.add_generic_rpc_handlers(
             (
                 ForwardingHandler(
