@@ -49,6 +49,7 @@ from jsreplay.cassette.model import (
     Status,
 )
 from jsreplay.cassette.redaction import Redactor
+from jsreplay.protocol.registry import ProtocolError, Registry
 
 MAGIC = b"\x89JSR\r\n\x1a\n"  # PNG-style: a high byte and line endings catch text-mode mangling
 HEADER_MAGIC = "jsreplay-cassette"
@@ -564,9 +565,17 @@ class CassetteReader:
                 raise CorruptCassetteError(self.path, f"cannot upgrade the header: {err}", offset=len(MAGIC)) from None
         self._version = version if type(version) is int else migrations.FORMAT_VERSION
         try:
-            return record_to_header(record)
+            header = record_to_header(record)
         except _Bad as err:
             raise CorruptCassetteError(self.path, str(err), offset=len(MAGIC)) from None
+        try:
+            # Checked here, once (registries are cached by schema): no later use meets a broken schema.
+            self.registry = Registry.for_descriptor_set(header.descriptor_set)
+        except ProtocolError as err:
+            raise CorruptCassetteError(
+                self.path, f"the embedded schema (descriptor_set): {err}", offset=len(MAGIC)
+            ) from None
+        return header
 
     def __iter__(self) -> Iterator[AnyEvent]:
         return map(itemgetter(1), self.iter_with_offsets())  # no generator of its own: show reads 100k+ events
