@@ -216,3 +216,34 @@ def test_import_chain_loads_in_linear_time() -> None:
     small, big = min(seconds(1000) for _ in range(3)), min(seconds(4000) for _ in range(3))
     # Linear: about 4x; the old scan-until-no-progress loop was quadratic (16x and more).
     assert big < 8 * small, (small, big)
+
+
+def test_terminal_escapes_in_a_cassette_are_printed_escaped(tmp_path: Path) -> None:
+    """Method, metadata, status details and upstreams come from the file: shown with their control characters
+    escaped in show, textconv and diff's text, never handed to the terminal."""
+    from jsreplay.cassette.format import write_cassette
+    from jsreplay.cassette.model import Cassette, Status
+
+    evil = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b"
+    header = dataclasses.replace(make_header(), upstreams=(f"up{evil}:1",))
+    events = (
+        CallStart(
+            call_id=1,
+            seq=0,
+            t_ns=1,
+            method=f"/p.S/Do{evil}",
+            role=Role.CONTROLLER,
+            metadata=((f"k{evil}", f"v{evil}"),),
+        ),
+        Status(call_id=1, seq=1, t_ns=2, code=2, details=f"bad{evil}"),
+    )
+    path = tmp_path / "evil.msgpack"
+    write_cassette(path, Cassette(header=header, events=events), redactor=None)
+    other = tmp_path / "other.msgpack"
+    write_cassette(other, Cassette(header=make_header(), events=()), redactor=None)
+    for args in (["show", path], ["textconv", path], ["diff", other, path]):
+        result = CliRunner().invoke(cli, [*map(str, args)], catch_exceptions=False)
+        out = result.stdout
+        for bad in ("\x1b", "\x07", "\u202e", "\x9b"):
+            assert bad not in out, (args[0], out)
+        assert "\\x1b" in out, (args[0], out)
