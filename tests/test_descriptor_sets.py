@@ -11,16 +11,19 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
+import warnings
 from pathlib import Path
 
 import msgpack
 import pytest
 from click.testing import CliRunner
 from google.protobuf import descriptor_pb2 as dpb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jsreplay.cassette import format as fmt
 from jsreplay.cassette import migrations
-from jsreplay.cassette.errors import CorruptCassetteError
+from jsreplay.cassette.errors import CassetteError, CorruptCassetteError, TruncatedCassetteWarning
 from jsreplay.cassette.format import MAGIC, CassetteReader, read_cassette
 from jsreplay.cassette.model import CallStart, ClientMessage, Header, Redaction, Role
 from jsreplay.cli.main import EXIT_ERROR, cli
@@ -247,3 +250,64 @@ def test_terminal_escapes_in_a_cassette_are_printed_escaped(tmp_path: Path) -> N
         for bad in ("\x1b", "\x07", "\u202e", "\x9b"):
             assert bad not in out, (args[0], out)
         assert "\\x1b" in out, (args[0], out)
+
+
+# ---------------------------------------------------------------------------------------------------- fuzzing
+
+
+def _mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, value in flips:
+        if out:
+            out[position % len(out)] = value
+    return bytes(out)
+
+
+_SEEDS = [
+    file_set(service_file()),
+    map_without_value(),
+    fake_struct(),
+    import_chain(4),
+    Registry.default().descriptor_set,
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(range(len(_SEEDS))),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=6),
+    st.binary(max_size=64),
+)
+def test_fuzzed_descriptor_sets_only_raise_cassette_errors(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, flips: list[tuple[int, int]], tail: bytes
+) -> None:
+    data = _mutate(_SEEDS[seed], flips) + tail
+    path = write_with_schema(tmp_path_factory.mktemp("d") / "fuzz.msgpack", data)
+    try:
+        Registry(data)
+    except ProtocolError:
+        pass
+    try:
+        read_cassette(path)
+    except CassetteError:
+        return
+    result = CliRunner().invoke(cli, ["show", str(path)], catch_exceptions=False)
+    assert result.exit_code in (0, EXIT_ERROR)
+
+
+_REAL = Path(__file__).parent.parent / "cassettes" / "power-echo.msgpack"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), min_size=1, max_size=4))
+def test_byte_flips_of_a_real_cassette_only_raise_cassette_errors(
+    tmp_path_factory: pytest.TempPathFactory, flips: list[tuple[int, int]]
+) -> None:
+    path = tmp_path_factory.mktemp("f") / "flipped.msgpack"
+    path.write_bytes(_mutate(_REAL.read_bytes(), flips))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TruncatedCassetteWarning)
+            read_cassette(path)
+    except (CassetteError, TruncatedCassetteWarning):
+        pass
