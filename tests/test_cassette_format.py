@@ -276,3 +276,50 @@ def test_write_cassette_round_trip(tmp_path: Path) -> None:
     original = Cassette(header=make_header(), events=tuple(every_kind()))
     write_cassette(tmp_path / "c.msgpack", original, redactor=None)
     assert read_cassette(tmp_path / "c.msgpack") == original
+
+
+def _header_bytes() -> bytes:
+    return MAGIC + msgpack.packb(fmt.header_to_record(make_header()), use_bin_type=True)
+
+
+def _peak_bytes_reading(path: Path) -> tuple[int, BaseException | None]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        read_cassette(path)
+        error = None
+    except CassetteError as err:
+        error = err
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, error
+
+
+def test_records_of_many_small_objects_are_refused_with_bounded_memory(tmp_path: Path) -> None:
+    """Few bytes can make many Python objects (an empty array is 1 byte, a list 56+): objects are counted."""
+    path = tmp_path / "arrays.msgpack"
+    inner = b"\xdc" + (10_000).to_bytes(2, "big") + b"\x90" * 10_000  # an array of 10,000 empty arrays
+    record = b"\xdc" + (240).to_bytes(2, "big") + inner * 240  # 2.4 MB, 2.4 million lists
+    path.write_bytes(_header_bytes() + record)
+    peak, error = _peak_bytes_reading(path)
+    assert isinstance(error, CorruptCassetteError) and error.offset == len(_header_bytes()), error
+    assert "objects" in str(error)
+    assert peak < 10 * path.stat().st_size, peak
+
+
+def test_a_record_over_the_cap_is_refused_even_in_small_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three binaries of 40 MiB made a 120 MiB record that each fit the 80 MiB buffer (here scaled down)."""
+    monkeypatch.setattr(fmt, "MAX_RECORD_BYTES", 1 << 20)
+    path = tmp_path / "big.msgpack"
+    pieces = [b"x" * (400 << 10)] * 3
+    path.write_bytes(_header_bytes() + msgpack.packb([2, 1, 0, 0, *pieces], use_bin_type=True))
+    for chunk_size in (64 << 10, 256 << 10, 1 << 20):
+        with CassetteReader(path, chunk_size=chunk_size) as reader:
+            with pytest.raises(CorruptCassetteError, match=r"big\.msgpack \(event 0, byte \d+\): .*larger than 1 MiB"):
+                list(reader)
+    with pytest.raises(CorruptCassetteError, match="larger than 1 MiB"):
+        fmt.read_events_at(path, [len(_header_bytes())])
+    # Just under the cap is still a record.
+    path.write_bytes(_header_bytes() + msgpack.packb([2, 1, 0, 0, b"x" * ((1 << 20) - 64)], use_bin_type=True))
+    assert len(read_cassette(path).events) == 1

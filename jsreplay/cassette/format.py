@@ -50,12 +50,18 @@ from jsreplay.cassette.model import (
 )
 from jsreplay.cassette.redaction import Redactor
 from jsreplay.files import create_replacing
+from jsreplay.protocol.registry import ProtocolError, Registry
 
 MAGIC = b"\x89JSR\r\n\x1a\n"  # PNG-style: a high byte and line endings catch text-mode mangling
 HEADER_MAGIC = "jsreplay-cassette"
 READ_CHUNK = 1 << 20
 # The largest single record a reader accepts: a 64 MiB message plus its envelope. Bounds reader memory.
 MAX_RECORD_BYTES = 80 << 20
+# The most array slots (elements, plus one per array) and map entries a record may have. A few bytes make a
+# Python object of 30-60 bytes (an empty array is one byte, an empty list 56), so bytes alone do not bound
+# memory. An event has ten elements; this leaves room for about 5,000 metadata pairs. Bounds a record's objects
+# to a few MB.
+MAX_RECORD_OBJECTS = 16_384
 
 _STRING_TO_ROLE = {r.value: r for r in Role}
 _STRING_TO_CANCEL = {c.value: c for c in CancelSource}
@@ -494,6 +500,8 @@ class CassetteReader:
         except OSError as err:
             raise CassetteError(self.path, f"cannot open: {err.strerror}") from None
         self._consumed = 0
+        self._fed = 0
+        self._events_started = False
         try:
             self._unpacker = self._new_unpacker()
             self.header = self._read_header()
@@ -504,14 +512,19 @@ class CassetteReader:
             migrations.chain(self._version) if self._version < migrations.FORMAT_VERSION else []
         )
 
-    @staticmethod
-    def _new_unpacker() -> msgpack.Unpacker:
-        return msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=MAX_RECORD_BYTES)
+    def _new_unpacker(self) -> msgpack.Unpacker:
+        unpacker, self._objects_left = _bounded_unpacker(self._chunk_size)
+        return unpacker
 
-    def _fill(self) -> bool:
+    def _fill(self, record_start: int | None = None) -> bool:
+        """Feed the next chunk; False at the end of the file. `record_start` (a file offset): the record being
+        read, refused once more than MAX_RECORD_BYTES of it were fed (its pieces may each fit the buffer)."""
+        if record_start is not None and len(MAGIC) + self._fed - record_start > MAX_RECORD_BYTES:
+            raise _record_too_large(self.path, record_start, self.events_read if self._events_started else None)
         chunk = self._file.read(self._chunk_size)
         if not chunk:
             return False
+        self._fed += len(chunk)
         try:
             self._unpacker.feed(chunk)
         except msgpack.BufferFull:
@@ -530,12 +543,15 @@ class CassetteReader:
         """(True, object) for the next whole object, (False, None) at the end of the file."""
         while True:
             try:
+                self._objects_left[0] = MAX_RECORD_OBJECTS
                 obj = self._unpacker.unpack()
                 self._consumed = self._unpacker.tell()
                 return True, obj
             except msgpack.OutOfData:
-                if not self._fill():
+                if not self._fill(self._offset()):
                     return False, None
+            except _TooManyObjects:
+                raise _too_many_objects(self.path, self._offset(), None) from None
             except Exception as err:  # msgpack raises ValueError, TypeError, UnicodeDecodeError, StackError...
                 raise CorruptCassetteError(self.path, f"malformed msgpack: {err}", offset=self._offset()) from None
 
@@ -565,9 +581,17 @@ class CassetteReader:
                 raise CorruptCassetteError(self.path, f"cannot upgrade the header: {err}", offset=len(MAGIC)) from None
         self._version = version if type(version) is int else migrations.FORMAT_VERSION
         try:
-            return record_to_header(record)
+            header = record_to_header(record)
         except _Bad as err:
             raise CorruptCassetteError(self.path, str(err), offset=len(MAGIC)) from None
+        try:
+            # Checked here, once (registries are cached by schema): no later use meets a broken schema.
+            self.registry = Registry.for_descriptor_set(header.descriptor_set)
+        except ProtocolError as err:
+            raise CorruptCassetteError(
+                self.path, f"the embedded schema (descriptor_set): {err}", offset=len(MAGIC)
+            ) from None
+        return header
 
     def __iter__(self) -> Iterator[AnyEvent]:
         return map(itemgetter(1), self.iter_with_offsets())  # no generator of its own: show reads 100k+ events
@@ -577,17 +601,25 @@ class CassetteReader:
         # The hot loop of show and diff: _next_object and _decode_record inlined.
         unpacker = self._unpacker
         chain = self._migrations
+        objects_left = self._objects_left
+        self._events_started = True
         while True:
             offset = len(MAGIC) + self._consumed
+            objects_left[0] = MAX_RECORD_OBJECTS
             try:
                 record = unpacker.unpack()
             except msgpack.OutOfData:
-                if self._fill():
+                if self._fill(offset):
                     continue
                 break
+            except _TooManyObjects:
+                raise _too_many_objects(self.path, offset, self.events_read) from None
             except Exception as err:  # msgpack raises ValueError, TypeError, UnicodeDecodeError, StackError...
                 raise CorruptCassetteError(self.path, f"malformed msgpack: {err}", offset=offset) from None
-            self._consumed = unpacker.tell()
+            consumed = unpacker.tell()
+            if consumed - self._consumed > MAX_RECORD_BYTES:
+                raise _record_too_large(self.path, offset, self.events_read)
+            self._consumed = consumed
             try:
                 for migration in chain:
                     record = migration.record(record)
@@ -624,6 +656,60 @@ class CassetteReader:
         self.close()
 
 
+class _TooManyObjects(Exception):
+    """Raised inside msgpack's hooks: the record being read has more than MAX_RECORD_OBJECTS objects."""
+
+
+def _bounded_unpacker(chunk_size: int = READ_CHUNK) -> tuple[msgpack.Unpacker, list[int]]:
+    """An unpacker that refuses records over the caps, and the counter of objects the current record may still
+    have (set it to MAX_RECORD_OBJECTS before each record). Lengths are checked before anything is allocated;
+    arrays and maps are counted as msgpack finishes each (one call per array: a message record has one)."""
+    left = [MAX_RECORD_OBJECTS]
+
+    def count_list(items: list[Any], _len: Callable[[Any], int] = len) -> list[Any]:
+        n = left[0] - _len(items) - 1
+        if n < 0:
+            raise _TooManyObjects
+        left[0] = n
+        return items
+
+    def count_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        n = left[0] - 2 * len(pairs) - 1
+        if n < 0:
+            raise _TooManyObjects
+        left[0] = n
+        return dict(pairs)
+
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=MAX_RECORD_BYTES + chunk_size,  # a whole record, and the next chunk read behind it
+        max_bin_len=MAX_RECORD_BYTES,
+        max_str_len=MAX_RECORD_BYTES,
+        max_array_len=MAX_RECORD_OBJECTS,
+        max_map_len=MAX_RECORD_OBJECTS // 2,
+        max_ext_len=0,  # no extension types in the format
+        list_hook=count_list,
+        object_pairs_hook=count_map,
+    )
+    return unpacker, left
+
+
+def _record_too_large(path: Path, offset: int, event: int | None) -> CorruptCassetteError:
+    return CorruptCassetteError(
+        path, f"a record is larger than {MAX_RECORD_BYTES >> 20} MiB", offset=offset, event=event
+    )
+
+
+def _too_many_objects(path: Path, offset: int, event: int | None) -> CorruptCassetteError:
+    return CorruptCassetteError(
+        path,
+        f"a record of more than {MAX_RECORD_OBJECTS} objects (arrays, elements, map entries)",
+        offset=offset,
+        event=event,
+    )
+
+
 def read_header(path: str | Path) -> Header:
     with CassetteReader(path) as reader:
         return reader.header
@@ -655,24 +741,28 @@ def read_events_at(path: str | Path, offsets: Iterable[int]) -> list[AnyEvent]:
             if not len(MAGIC) <= offset < size:
                 raise CorruptCassetteError(reader.path, "no record at this offset", offset=offset)
             file.seek(offset)
-            unpacker = CassetteReader._new_unpacker()
+            unpacker, _ = _bounded_unpacker()
             record: Any = None
             want = 64 << 10  # most records are small: read a little first, then in full chunks
+            fed = 0
             while True:
                 try:
                     record = unpacker.unpack()
                     break
                 except msgpack.OutOfData:
+                    if fed > MAX_RECORD_BYTES:
+                        raise _record_too_large(reader.path, offset, None) from None
                     chunk = file.read(want)
                     want = READ_CHUNK
                     if not chunk:
                         raise CorruptCassetteError(reader.path, "the record is cut off", offset=offset) from None
+                    fed += len(chunk)
                     try:
                         unpacker.feed(chunk)
                     except msgpack.BufferFull:
-                        raise CorruptCassetteError(
-                            reader.path, f"a record is larger than {MAX_RECORD_BYTES >> 20} MiB", offset=offset
-                        ) from None
+                        raise _record_too_large(reader.path, offset, None) from None
+                except _TooManyObjects:
+                    raise _too_many_objects(reader.path, offset, None) from None
                 except Exception as err:
                     raise CorruptCassetteError(reader.path, f"malformed msgpack: {err}", offset=offset) from None
             events.append(_decode_record(reader.path, chain, record, offset, None))

@@ -125,5 +125,5 @@ def diff_command(
     if fmt == "json":
         write_json(report_to_json(report, str(old), str(new)))
     else:
-        write_output(render_text(report, str(old), str(new), style=click.style), color=None)
+        write_output(render_text(report, str(old), str(new), style=click.style), color=None, printable_text=True)
     sys.exit(EXIT_OK if report.equivalent else EXIT_DIFFERENT)

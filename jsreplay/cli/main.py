@@ -12,6 +12,7 @@ import click
 
 from jsreplay import __version__
 from jsreplay.cassette.errors import CassetteError, TruncatedCassetteWarning
+from jsreplay.inspect.values import printable
 from jsreplay.protocol.registry import ProtocolError
 
 EXIT_OK = 0
@@ -63,7 +64,7 @@ class Group(click.Group):
         except Exception as err:
             if not isinstance(err, known_errors()):
                 raise
-            click.echo(f"jsreplay: error: {err}", err=True)
+            click.echo(f"jsreplay: error: {printable(str(err))}", err=True)
             ctx.exit(EXIT_ERROR)
 
 

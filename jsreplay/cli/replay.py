@@ -15,6 +15,7 @@ from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 from jsreplay.cli.options import ignore_option, listen_options, listen_tls_options, upstream_options, upstream_trust
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.record import run_until_stopped as run_recorder
+from jsreplay.inspect.values import printable
 from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
@@ -172,9 +173,9 @@ def replay_command(
         report.write(report_file)
     click.echo(f"jsreplay replay: {report.summary()}", err=True)
     for miss in report.missed:
-        click.echo(f"jsreplay: miss: {miss.reason}", err=True)
+        click.echo(f"jsreplay: miss: {printable(miss.reason)}", err=True)
     for error in report.errors:
-        click.echo(f"jsreplay: error: {error.reason}", err=True)
+        click.echo(f"jsreplay: error: {printable(error.reason)}", err=True)
     if child_code:
         click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
     if report.errors:

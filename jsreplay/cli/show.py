@@ -23,6 +23,7 @@ from jsreplay.cli.options import format_option
 from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.mermaid import render_mermaid
 from jsreplay.inspect.show import ShowOptions, dump_json, render_text, select_calls, view_json_text
+from jsreplay.inspect.values import printable
 from jsreplay.inspect.view import CassetteView, build_view
 
 _PROGRESS_EVERY = 4096  # events between progress updates while reading
@@ -86,12 +87,22 @@ def load_view(
         status.clear()
 
 
-def write_output(chunks: Iterable[str], *, color: bool | None = None, sep: str = "\n", escapes: bool = True) -> None:
+def write_output(
+    chunks: Iterable[str],
+    *,
+    color: bool | None = None,
+    sep: str = "\n",
+    escapes: bool = True,
+    printable_text: bool = False,
+) -> None:
     """Write lines to stdout (or, with `sep=""`, pieces of one text, then a newline); a reader that goes away
     (`| head`) ends the command quietly. `escapes=False` promises the text holds no terminal escape sequences
     (JSON escapes every control character): then it goes to a UTF-8 stdout as it is, not through click.echo's
-    scan for escape sequences to strip."""
+    scan for escape sequences to strip. Otherwise control and bidi characters are escaped (`printable`), unless
+    `printable_text` says the renderer did that itself (diff, whose colours are escape sequences)."""
     stream = None if escapes or not _utf8(sys.stdout) else sys.stdout
+    if escapes and not printable_text:  # cassette text may hold terminal escapes: shown escaped, not acted on
+        chunks = map(printable, chunks)
 
     def emit(text: str, nl: bool) -> None:
         if stream is None:

@@ -23,7 +23,7 @@ from jsreplay.inspect.align import GAP_COST, align
 from jsreplay.inspect.canon import BENIGN_OUTCOMES, Unit, UnitBuilder, UnitGroup, cassette_drivers, freeze
 from jsreplay.inspect.ignores import Normalizer
 from jsreplay.inspect.schema_diff import SchemaChange, diff_schemas
-from jsreplay.inspect.values import inline_text, key_segment, to_json
+from jsreplay.inspect.values import inline_text, key_segment, printable, to_json
 from jsreplay.inspect.view import CassetteView, ViewCall, ViewMessage, decode_message
 from jsreplay.protocol.registry import ProtocolError, Registry, UnknownTypeError
 from jsreplay.protocol.wire import short_method
@@ -617,10 +617,11 @@ def render_text(report: DiffReport, old_name: str, new_name: str, *, style: Any 
     """Readable lines; `style(text, fg=...)` colours them (click.style), or None for plain text."""
 
     def paint(text: str, mark: str) -> str:
+        text = printable(text)  # before the colour's own escape sequences
         return style(text, fg=_COLORS[mark]) if style is not None else text
 
-    yield f"--- {old_name} ({report.old_calls} calls)"
-    yield f"+++ {new_name} ({report.new_calls} calls)"
+    yield printable(f"--- {old_name} ({report.old_calls} calls)")
+    yield printable(f"+++ {new_name} ({report.new_calls} calls)")
     if report.equivalent:
         yield "equivalent: no differences"
         return

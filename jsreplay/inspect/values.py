@@ -70,6 +70,22 @@ def to_json(
     return value
 
 
+# Characters a terminal acts on instead of showing: C0 controls (ESC starts escape sequences), DEL, C1 controls
+# (CSI, OSC...) and the bidi controls that reorder what follows (U+202E shows text backwards).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """Text from a cassette made safe to print: control and bidi characters as `\\x1b`, `\\u202e`. Every text
+    renderer's output goes through it (the CLI's write_output, diff's lines before they are coloured)."""
+    return _UNPRINTABLE.sub(_escape_char, text) if _UNPRINTABLE.search(text) else text
+
+
 def key_segment(key: str) -> str:
     """How a dict key appears in a path: `.name` for field names, `["key"]` for other map keys."""
     if _IDENTIFIER.match(key):

@@ -11,7 +11,6 @@ ExporterService calls are decoded once, from the client's end, with the decoder 
 from __future__ import annotations
 
 import enum
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,21 +185,6 @@ class CassetteView:
 _WKT_STRUCT = "google.protobuf.Struct"
 _WKT_VALUE = "google.protobuf.Value"
 _WKT_LIST = "google.protobuf.ListValue"
-# Per registry: message type -> whether a map or Struct is reachable from it (most types: no, so no walk).
-_HAS_MAPS: weakref.WeakKeyDictionary[Registry, dict[str, bool]] = weakref.WeakKeyDictionary()
-
-
-def _has_maps(descriptor: Descriptor, memo: dict[str, bool]) -> bool:
-    name = descriptor.full_name
-    if name in memo:
-        return memo[name]
-    memo[name] = False  # recursion guard
-    found = name in (_WKT_STRUCT, _WKT_VALUE, _WKT_LIST)
-    for f in descriptor.fields:
-        if f.message_type is not None and (f.message_type.GetOptions().map_entry or _has_maps(f.message_type, memo)):
-            found = True
-    memo[name] = found
-    return found
 
 
 def _sorted_json(value: Any) -> Any:
@@ -241,10 +225,8 @@ def decode_message(registry: Registry, type_name: str | None, data: bytes, *, de
         return ViewMessage(data=data, type_name=type_name)
     try:
         value = registry.decode(type_name, data)
-        memo = _HAS_MAPS.setdefault(registry, {})
-        descriptor = registry.descriptor(type_name)
-        if _has_maps(descriptor, memo):
-            value = _sort_maps(value, descriptor)
+        if registry.reaches_maps(type_name):  # found once per schema, when it was loaded
+            value = _sort_maps(value, registry.descriptor(type_name))
         return ViewMessage(data=data, type_name=type_name, value=value)
     except ProtocolError as err:
         return ViewMessage(data=data, type_name=type_name, error=str(err))

@@ -12,15 +12,16 @@ values; bytes stay bytes. Fields the schema does not know are never dropped: the
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -39,6 +40,17 @@ class MessageDecodeError(ProtocolError):
 
 class MessageEncodeError(ProtocolError):
     pass
+
+
+class DescriptorSetError(ProtocolError):
+    """A serialized schema (a cassette's embedded descriptor_set) that cannot be loaded or would break decoding."""
+
+
+# Bounds on a schema, all far above real ones (jsreplay's own: 13 kB, 10 files, types nested 2 deep). A cassette
+# header is data like any other: these keep loading a hostile one short and its memory small.
+MAX_DESCRIPTOR_SET_BYTES = 16 << 20
+MAX_DESCRIPTOR_FILES = 16_384
+MAX_TYPE_NESTING = 32  # message types declared inside message types
 
 
 class StreamKind(enum.Enum):
@@ -99,46 +111,59 @@ class Registry:
     """Message types and methods of one schema."""
 
     def __init__(self, descriptor_set: bytes) -> None:
+        """Load and check a serialized FileDescriptorSet; any way it is unusable raises DescriptorSetError here,
+        so that nothing later (decoding, encoding, building message classes) meets a broken schema.
+
+        Linear in the set's size: files are added in an import order computed once (Kahn's algorithm)."""
         self.descriptor_set = descriptor_set
+        if len(descriptor_set) > MAX_DESCRIPTOR_SET_BYTES:
+            raise DescriptorSetError(
+                f"the schema is larger than {MAX_DESCRIPTOR_SET_BYTES >> 20} MiB ({len(descriptor_set)} bytes)"
+            )
         fds = descriptor_pb2.FileDescriptorSet()
         try:
             fds.ParseFromString(descriptor_set)
-        except DecodeError as err:
-            raise ProtocolError(f"not a serialized FileDescriptorSet: {err}") from None
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise DescriptorSetError(f"not a serialized FileDescriptorSet: {err}") from None
+        if len(fds.file) > MAX_DESCRIPTOR_FILES:
+            raise DescriptorSetError(f"the schema has more than {MAX_DESCRIPTOR_FILES} files ({len(fds.file)})")
         self._pool = descriptor_pool.DescriptorPool()
-        added: set[str] = set()
-        pending = list(fds.file)
-        # Files must be added after their dependencies; a set may list them in any order.
-        while pending:
-            progress = False
-            for file in list(pending):
-                if all(dep in added for dep in file.dependency):
-                    try:
-                        self._pool.Add(file)
-                    except Exception as err:  # protobuf raises TypeError or its own errors here
-                        raise ProtocolError(f"cannot load {file.name}: {err}") from None
-                    added.add(file.name)
-                    pending.remove(file)
-                    progress = True
-            if not progress:
-                missing = sorted({d for f in pending for d in f.dependency if d not in added})
-                raise ProtocolError(f"descriptor set lacks imports: {', '.join(missing)}")
+        order = _import_order(fds.file)
+        for file in order:
+            _check_nesting(file)
+            try:
+                self._pool.Add(file)
+            except Exception as err:  # protobuf raises TypeError, KeyError, its own errors... for bad descriptors
+                raise DescriptorSetError(f"cannot load {file.name!r}: {err}") from None
         self.files = tuple(f.name for f in fds.file)
         self._methods: dict[str, MethodInfo] = {}
-        for file in fds.file:
-            for service in file.service:
-                full_service = f"{file.package}.{service.name}" if file.package else service.name
-                for m in service.method:
-                    info = MethodInfo(
-                        path=f"/{full_service}/{m.name}",
-                        service=full_service,
-                        name=m.name,
-                        request_type=m.input_type.lstrip("."),
-                        response_type=m.output_type.lstrip("."),
-                        client_streaming=m.client_streaming,
-                        server_streaming=m.server_streaming,
-                    )
-                    self._methods[info.path] = info
+        messages: list[Descriptor] = []
+        for file in order:
+            try:
+                loaded = self._pool.FindFileByName(file.name)
+                messages.extend(_check_messages(loaded))
+                self._add_methods(loaded)
+            except ProtocolError:
+                raise
+            except Exception as err:
+                raise DescriptorSetError(f"cannot load {file.name!r}: {err}") from None
+        self._classes = _message_classes(messages)
+        self._with_maps = _types_reaching_maps(messages)
+
+    def _add_methods(self, file: FileDescriptor) -> None:
+        # From the pool's descriptors, not the file's protos: type names there may be relative ("M", "pkg.M").
+        for service in file.services_by_name.values():
+            for m in service.methods:
+                info = MethodInfo(
+                    path=f"/{service.full_name}/{m.name}",
+                    service=service.full_name,
+                    name=m.name,
+                    request_type=m.input_type.full_name,
+                    response_type=m.output_type.full_name,
+                    client_streaming=m.client_streaming,
+                    server_streaming=m.server_streaming,
+                )
+                self._methods[info.path] = info
 
     @classmethod
     @functools.cache
@@ -175,7 +200,12 @@ class Registry:
             raise UnknownTypeError(f"unknown message type {type_name}") from None
 
     def message_class(self, type_name: str) -> type[Message]:
-        return message_factory.GetMessageClass(self.descriptor(type_name))
+        cls = self._classes.get(type_name)
+        return cls if cls is not None else message_factory.GetMessageClass(self.descriptor(type_name))
+
+    def reaches_maps(self, type_name: str) -> bool:
+        """Whether a map field or a Struct/Value/ListValue is reachable from this message type's fields."""
+        return type_name in self._with_maps
 
     def parse(self, type_name: str, data: bytes) -> Message:
         message = self.message_class(type_name)()
@@ -203,6 +233,153 @@ class Registry:
     def decode_response(self, path: str, data: bytes) -> dict[str, Any] | None:
         info = self.method(path)
         return None if info is None else self.decode(info.response_type, data)
+
+
+def _import_order(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> list[descriptor_pb2.FileDescriptorProto]:
+    """The files, each after the files it imports (Kahn's algorithm: one pass over files and imports)."""
+    by_name: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+    for file in files:
+        if file.name in by_name:
+            raise DescriptorSetError(f"the schema lists {file.name!r} twice")
+        by_name[file.name] = file
+    missing = sorted({d for f in by_name.values() for d in f.dependency if d not in by_name})
+    if missing:
+        raise DescriptorSetError(f"the schema lacks imports: {_names(missing)}")
+    waiting: dict[str, int] = {}
+    importers: dict[str, list[str]] = collections.defaultdict(list)
+    for name, file in by_name.items():
+        imports = set(file.dependency)
+        waiting[name] = len(imports)
+        for dep in imports:
+            importers[dep].append(name)
+    ready = collections.deque(name for name, n in waiting.items() if n == 0)
+    order: list[descriptor_pb2.FileDescriptorProto] = []
+    while ready:
+        name = ready.popleft()
+        order.append(by_name[name])
+        for importer in importers.get(name, ()):
+            waiting[importer] -= 1
+            if waiting[importer] == 0:
+                ready.append(importer)
+    if len(order) < len(by_name):
+        raise DescriptorSetError(f"import cycle among {_names(sorted(n for n, w in waiting.items() if w))}")
+    return order
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
+
+
+def _check_nesting(file: descriptor_pb2.FileDescriptorProto) -> None:
+    stack = [(message, 1) for message in file.message_type]
+    while stack:
+        message, depth = stack.pop()
+        if depth > MAX_TYPE_NESTING:
+            raise DescriptorSetError(f"{file.name!r}: message types nested more than {MAX_TYPE_NESTING} deep")
+        stack.extend((nested, depth + 1) for nested in message.nested_type)
+
+
+def _shape(descriptor: Descriptor) -> tuple[tuple[Any, ...], ...]:
+    """What decoding and encoding rely on in a message type: its fields' names, numbers, types and oneofs."""
+    return tuple(
+        (
+            f.name,
+            f.number,
+            f.type,
+            f.is_repeated,
+            f.message_type.full_name if f.message_type is not None else None,
+            _shape(f.message_type) if f.message_type is not None and f.message_type.GetOptions().map_entry else None,
+            f.enum_type.full_name if f.enum_type is not None else None,
+            f.containing_oneof.name if f.containing_oneof is not None else None,
+        )
+        for f in descriptor.fields
+    )
+
+
+# The well-known types that decode/encode treat as JSON values: a schema that declares them must declare them so.
+_WKT_SHAPES = {d.full_name: _shape(d) for d in (struct_pb2.Struct.DESCRIPTOR, struct_pb2.Value.DESCRIPTOR,
+                                                struct_pb2.ListValue.DESCRIPTOR)}  # fmt: skip
+
+
+def _check_messages(file: FileDescriptor) -> list[Descriptor]:
+    """The message types of a loaded file, nested ones included, each checked to be one decode/encode handle."""
+    out: list[Descriptor] = []
+    stack: list[Descriptor] = list(file.message_types_by_name.values())
+    while stack:
+        descriptor = stack.pop()
+        out.append(descriptor)
+        stack.extend(descriptor.nested_types)
+        name = descriptor.full_name
+        if descriptor.GetOptions().map_entry:
+            fields = {f.name: f for f in descriptor.fields}
+            key, value = fields.get("key"), fields.get("value")
+            if len(fields) != 2 or key is None or value is None or key.number != 1 or value.number != 2:
+                raise DescriptorSetError(f"map entry {name} must have exactly the fields key = 1 and value = 2")
+        expected = _WKT_SHAPES.get(name)
+        if expected is not None:
+            siblings = file.message_types_by_name
+            if _shape(descriptor) != expected or not all(n.rsplit(".", 1)[1] in siblings for n in _WKT_SHAPES):
+                raise DescriptorSetError(f"{name} is not the well-known type of that name")
+            null = descriptor.fields_by_name.get("null_value")
+            if null is not None and 0 not in null.enum_type.values_by_number:
+                raise DescriptorSetError(f"{null.enum_type.full_name} is not the well-known type of that name")
+    return out
+
+
+def _message_classes(messages: list[Descriptor]) -> dict[str, type[Message]]:
+    """A message class for every type, each built after the types its fields use (an iterative depth-first walk).
+
+    protobuf builds the classes of field types recursively, and forgets a class nobody holds: so they are built
+    leaves first (no deep recursion for a long chain of types) and kept here (built once, not on each use)."""
+    classes: dict[str, type[Message]] = {}
+    seen: set[str] = set()
+    try:
+        for root in messages:
+            if root.full_name in seen:
+                continue
+            seen.add(root.full_name)
+            stack = [(root, iter(root.fields))]
+            while stack:
+                descriptor, fields = stack[-1]
+                for field in fields:
+                    used = field.message_type
+                    if used is not None and used.full_name not in seen:
+                        seen.add(used.full_name)
+                        stack.append((used, iter(used.fields)))
+                        break
+                else:
+                    stack.pop()
+                    classes[descriptor.full_name] = message_factory.GetMessageClass(descriptor)
+    except RecursionError:  # a cycle of types so long that protobuf's recursive class building cannot follow it
+        raise DescriptorSetError("message types refer to each other in too long a cycle") from None
+    except Exception as err:
+        raise DescriptorSetError(f"cannot build message classes: {err}") from None
+    return classes
+
+
+def _types_reaching_maps(messages: list[Descriptor]) -> frozenset[str]:
+    """The message types from which a map field or a Struct/Value/ListValue is reachable (decoded values sort
+    their keys there): one backward walk over the field types, not a walk per type."""
+    used_by: dict[str, list[str]] = collections.defaultdict(list)
+    found: set[str] = set()
+    for descriptor in messages:
+        name = descriptor.full_name
+        if name in _WKT_SHAPES:
+            found.add(name)
+        for field in descriptor.fields:
+            used = field.message_type
+            if used is not None:
+                used_by[used.full_name].append(name)
+                if used.GetOptions().map_entry:
+                    found.add(name)
+    queue = collections.deque(found)
+    while queue:
+        for user in used_by.get(queue.popleft(), ()):
+            if user not in found:
+                found.add(user)
+                queue.append(user)
+    return frozenset(found)
 
 
 @functools.lru_cache(maxsize=16)
