@@ -173,15 +173,23 @@ def replay_command(
     click.echo(f"jsreplay replay: {report.summary()}", err=True)
     for miss in report.missed:
         click.echo(f"jsreplay: miss: {miss.reason}", err=True)
+    for unfinished in report.unfinished:
+        click.echo(f"jsreplay: unfinished: {unfinished.reason}", err=True)
     for error in report.errors:
         click.echo(f"jsreplay: error: {error.reason}", err=True)
     if child_code:
         click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
-    if report.errors:
-        raise SystemExit(EXIT_ERROR)
-    if child_code:
-        raise SystemExit(EXIT_DIFFERENT)
-    raise SystemExit(EXIT_DIFFERENT if report.missed else EXIT_OK)
+    raise SystemExit(exit_code(report, child_code))
+
+
+def exit_code(report: ReplayReport, child_code: int | None) -> int:
+    """2 when a call could not be answered from the cassette (unreadable, no end, bad tunnel input); 1 for a miss
+    or a failed --exec command; else 0."""
+    if report.errors or report.unfinished:
+        return EXIT_ERROR
+    if child_code or report.missed:
+        return EXIT_DIFFERENT
+    return EXIT_OK
 
 
 def _record_instead(
