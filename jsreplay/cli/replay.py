@@ -19,6 +19,7 @@ from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
 from jsreplay.replay.server import Fallback
+from jsreplay.replay.serving import UNFINISHED_TIMEOUT_S
 from jsreplay.serving import ListenTLS
 
 MODES = ("none", "once", "new_episodes", "all")
@@ -55,7 +56,7 @@ async def _serve(
             assert server.handler is not None
             report = server.handler.report
             served = sum(n for _, n in server.handler.matcher.scripts())
-            status.show(f"{served} calls served, {len(report.missed)} missed")
+            status.show(f"{served} calls served, {len(report.missed)} missed, {len(report.unfinished)} unfinished")
             try:
                 await asyncio.wait_for(stop.wait(), 0.2)
             except TimeoutError:
@@ -93,6 +94,16 @@ async def _serve(
     help="0: as fast as causal order allows; 1: the recorded pace; N: N times faster.",
 )
 @click.option(
+    "--unfinished-timeout",
+    type=click.FloatRange(min=0),
+    default=UNFINISHED_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="A call whose recording has no end (a cut cassette) is answered as far as recorded, waits at most this "
+    "long for each request its recording has (a streamed one stays open this long after its last response), then "
+    "fails with DATA_LOSS.",
+)
+@click.option(
     "--mode",
     type=click.Choice(MODES),
     default="none",
@@ -121,6 +132,7 @@ def replay_command(
     ignores: tuple[str, ...],
     allow_repeats: bool,
     speed: float,
+    unfinished_timeout: float,
     mode: str,
     upstream: str | None,
     upstream_ca: Path | None,
@@ -130,8 +142,9 @@ def replay_command(
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
-    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error (including
-    a recording that could not be read back because the cassette changed while it was served).
+    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error: a call could
+    not be answered from the cassette (a recording that could not be read back because the cassette changed
+    while it was served, a recording with no end in a cut cassette, tunnel input that does not parse).
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext)
     record = mode == "all" or (mode in ("once", "new_episodes") and not all(c.exists() for c in cassettes))
@@ -155,6 +168,7 @@ def replay_command(
         ignores=ignores,
         allow_repeats=allow_repeats,
         speed=speed,
+        unfinished_timeout=unfinished_timeout,
     )
     fallback = None
     if mode == "new_episodes":
