@@ -281,3 +281,35 @@ async def test_the_mock_exporter_refuses_a_second_local_connection() -> None:
         report = server.report
     assert outcome == "UNAVAILABLE"  # could not connect at all
     assert report.missed == [] and report.errors == []
+
+
+CUT_CLIENT = """
+import asyncio, os
+from pathlib import Path
+from jsreplay.testing import run_client_scenario
+from jsreplay.testing.recording import SELECTOR
+try:
+    asyncio.run(run_client_scenario(os.environ["JSREPLAY_ENDPOINT"], "t",
+        Path(os.environ["JSREPLAY_CA_FILE"]).read_bytes(), name="alice", selector=SELECTOR, timeout=10))
+except Exception as err:
+    print("client failed:", type(err).__name__)
+    raise SystemExit(3)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_cli_on_a_cut_cassette_says_unfinished_and_exits_2(tmp_path: Path) -> None:
+    cassette = tmp_path / "cut.msgpack"
+    cassette.write_bytes(SAMPLE.read_bytes()[: _cuts(SAMPLE)[20]])  # cut during the lease's first calls
+    script = tmp_path / "client.py"
+    script.write_text(CUT_CLIENT)
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "jsreplay", "replay", str(cassette), "--report", str(report)]
+    done = subprocess.run(
+        [*command, "--exec", f"{sys.executable} {script}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "1 unfinished (their recording has no end)" in done.stderr
+    assert "jsreplay: unfinished: jsreplay: recording of /jumpstarter" in done.stderr
+    assert "has no end: the cassette ends at byte" in report.read_text()
+    assert "client failed" in done.stdout and "Traceback" not in done.stderr
