@@ -19,6 +19,7 @@ from jsreplay.inspect.values import printable
 from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
+from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S
 from jsreplay.replay.record_mode import RecordMode
 from jsreplay.replay.server import Fallback
 from jsreplay.serving import ListenTLS
@@ -55,7 +56,7 @@ async def _serve(
             assert server.handler is not None
             report = server.handler.report
             served = sum(n for _, n in server.handler.matcher.scripts())
-            status.show(f"{served} calls served, {len(report.missed)} missed")
+            status.show(f"{served} calls served, {len(report.missed)} missed, {len(report.unfinished)} unfinished")
             try:
                 await asyncio.wait_for(stop.wait(), 0.2)
             except TimeoutError:
@@ -93,6 +94,16 @@ async def _serve(
     help="0: as fast as causal order allows; 1: the recorded pace; N: N times faster.",
 )
 @click.option(
+    "--unfinished-timeout",
+    type=click.FloatRange(min=0),
+    default=UNFINISHED_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="A call whose recording has no end (a cut cassette) is answered as far as recorded, waits at most this "
+    "long for each request its recording has (a streamed one stays open this long after its last response), then "
+    "fails with DATA_LOSS.",
+)
+@click.option(
     "--mode",
     type=click.Choice([m.value for m in RecordMode]),
     default="none",
@@ -121,6 +132,7 @@ def replay_command(
     ignores: tuple[str, ...],
     allow_repeats: bool,
     speed: float,
+    unfinished_timeout: float,
     mode: str,
     upstream: str | None,
     upstream_ca: Path | None,
@@ -130,8 +142,9 @@ def replay_command(
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
-    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error (including
-    a recording that could not be read back because the cassette changed while it was served).
+    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error: a call could
+    not be answered from the cassette (a recording that could not be read back because the cassette changed
+    while it was served, a recording with no end in a cut cassette, tunnel input that does not parse).
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen)
     record_mode = RecordMode(mode)
@@ -156,6 +169,7 @@ def replay_command(
         ignores=ignores,
         allow_repeats=allow_repeats,
         speed=speed,
+        unfinished_timeout=unfinished_timeout,
     )
     fallback = None
     if record_mode.forwards_misses:
@@ -174,15 +188,23 @@ def replay_command(
     click.echo(f"jsreplay replay: {report.summary()}", err=True)
     for miss in report.missed:
         click.echo(f"jsreplay: miss: {printable(miss.reason)}", err=True)
+    for unfinished in report.unfinished:
+        click.echo(f"jsreplay: unfinished: {printable(unfinished.reason)}", err=True)
     for error in report.errors:
         click.echo(f"jsreplay: error: {printable(error.reason)}", err=True)
     if child_code:
         click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
-    if report.errors:
-        raise SystemExit(EXIT_ERROR)
-    if child_code:
-        raise SystemExit(EXIT_DIFFERENT)
-    raise SystemExit(EXIT_DIFFERENT if report.missed else EXIT_OK)
+    raise SystemExit(exit_code(report, child_code))
+
+
+def exit_code(report: ReplayReport, child_code: int | None) -> int:
+    """2 when a call could not be answered from the cassette (unreadable, no end, bad tunnel input); 1 for a miss
+    or a failed --exec command; else 0."""
+    if report.errors or report.unfinished:
+        return EXIT_ERROR
+    if child_code or report.missed:
+        return EXIT_DIFFERENT
+    return EXIT_OK
 
 
 def _record_instead(

@@ -4,14 +4,24 @@ Tunnel bytes cannot be replayed byte for byte (chunking, HPACK state, PING data 
 run), so the inner HTTP/2 connection is terminated by a real gRPC server whose handler answers each inner call
 (GetReport, DriverCall, StreamingDriverCall, LogStream, GetStatus, EndSession, the byte-stream RouterService
 calls) from the inner calls decoded out of the recorded frames. The router side pumps the client's frame
-payloads into a TCP connection to that server and its replies back out as frames.
+payloads into a connection to that server and its replies back out as frames.
+
+That server listens on a unix socket in a private (0700) directory, and the socket's path is removed as soon as
+the router side has connected: it serves exactly the one tunnel, and no other local process can reach it (a
+loopback TCP port would let any local process call it, unauthenticated, and use up the tunnel's recordings).
+grpc.aio cannot serve an already-connected socket (a socketpair), and a per-call secret cannot be added to calls
+whose headers come from the real client inside the tunnel; a name that exists only until the one connection is
+made is the tightest it allows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -19,7 +29,7 @@ from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
 from jsreplay.replay.matching import Matcher, MatchMode
-from jsreplay.replay.playback import play
+from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.script import Script
 from jsreplay.serving import rpc_method_handler
 
@@ -37,10 +47,14 @@ class MockExporter(grpc.GenericRpcHandler):
         allow_repeats: bool,
         on_miss: Callable[[str, str], None],
         on_error: Callable[[str, str], None],
+        on_unfinished: Callable[[str, str], None] | None = None,
+        unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
     ) -> None:
         self._registry = registry
         self._on_miss = on_miss
         self._on_error = on_error
+        self._on_unfinished = on_unfinished or on_error
+        self._unfinished_timeout = unfinished_timeout
         self.matcher = Matcher(
             registry_for=lambda _script: registry,
             kind_of=self._registry.kind_of,
@@ -53,7 +67,8 @@ class MockExporter(grpc.GenericRpcHandler):
         self._scripts = scripts
         self._resolved = False
         self._server: grpc.aio.Server | None = None
-        self.port = 0
+        self._dir = Path()
+        self._socket = Path()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
@@ -76,22 +91,57 @@ class MockExporter(grpc.GenericRpcHandler):
                 self._on_miss(method, outcome.explanation)
                 await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)
                 return None
-            return await play(outcome.script, kind, context, first_request=first, rewrite=lambda data: data)
+            try:
+                return await play(
+                    outcome.script,
+                    kind,
+                    context,
+                    first_request=first,
+                    rewrite=lambda data: data,
+                    unfinished_timeout=self._unfinished_timeout,
+                )
+            except RecordingHasNoEnd as err:  # the tunnel's recording was cut during this call
+                self._on_unfinished(method, str(err))
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(err))
+                return None
 
         return rpc_method_handler(kind, handler)
 
-    async def start(self) -> int:
+    @property
+    def address(self) -> str:
+        """Where the mock exporter listens, as a gRPC target (a path nobody can reach once `connect` returned)."""
+        return f"unix:{self._socket}"
+
+    async def start(self) -> None:
+        """Listen on a unix socket in a new private directory (mode 0700: no other user can reach it)."""
+        self._dir = Path(tempfile.mkdtemp(prefix="jsreplay-tunnel-"))
+        self._socket = self._dir / "exporter.sock"
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self,))
-        self.port = server.add_insecure_port("127.0.0.1:0")
+        server.add_insecure_port(self.address)
         await server.start()
         self._server = server
-        return self.port
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The one connection this mock exporter serves: the tunnel's. Then its socket's path is removed, so no
+        other process (not even one of the same user) can connect: a second connection is refused, and cannot
+        use up the tunnel's recordings. The listening socket stays open for gRPC, reachable by no name."""
+        try:
+            return await asyncio.open_unix_connection(self._socket)
+        finally:
+            self._forget_path()
+
+    def _forget_path(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.unlink()
+        with contextlib.suppress(OSError):
+            self._dir.rmdir()
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop(0.5)
             self._server = None
+        self._forget_path()
 
 
 async def pump_socket_to_frames(
@@ -105,3 +155,94 @@ async def pump_socket_to_frames(
         result = send(data)
         if asyncio.iscoroutine(result):
             await result
+
+
+# HTTP/2 error codes (RFC 9113, section 7), for what a GOAWAY says.
+H2_ERRORS = (
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "SETTINGS_TIMEOUT",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "CONNECT_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY",
+    "HTTP_1_1_REQUIRED",
+)
+_FRAME_TYPES = (
+    "DATA",
+    "HEADERS",
+    "PRIORITY",
+    "RST_STREAM",
+    "SETTINGS",
+    "PUSH_PROMISE",
+    "PING",
+    "GOAWAY",
+    "WINDOW_UPDATE",
+    "CONTINUATION",
+)
+_GOAWAY = 7
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class FrameWatch:
+    """Follows one direction of the inner HTTP/2 connection by its frame headers, to explain how it ended.
+
+    Payloads are skipped, not buffered, except a GOAWAY's. `client=True`: the caller's side, which starts with the
+    connection preface.
+    """
+
+    def __init__(self, *, client: bool = False) -> None:
+        self._buffer = bytearray()
+        self._skip = 0
+        self._preface = len(_PREFACE) if client else 0  # preface bytes still to come
+        self.bytes = 0
+        self.bad_preface = False
+        self.last: str | None = None  # the last frame header seen: "SETTINGS on stream 1, 0 bytes"
+        self.refusal: str | None = None  # "GOAWAY PROTOCOL_ERROR (what the exporter said)"
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if self._preface:
+            head, data = data[: self._preface], data[self._preface :]
+            start = len(_PREFACE) - self._preface
+            if head != _PREFACE[start : start + len(head)]:
+                self.bad_preface = True
+            self._preface -= len(head)
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            length = int.from_bytes(self._buffer[:3], "big")
+            kind, stream = self._buffer[3], int.from_bytes(self._buffer[5:9], "big") & 0x7FFFFFFF
+            name = _FRAME_TYPES[kind] if kind < len(_FRAME_TYPES) else f"type 0x{kind:x}"
+            self.last = f"{name} on stream {stream}, {length} bytes"
+            if kind != _GOAWAY:
+                if len(self._buffer) >= 9 + length:
+                    del self._buffer[: 9 + length]
+                else:
+                    self._skip = 9 + length - len(self._buffer)
+                    self._buffer.clear()
+                continue
+            if len(self._buffer) < 9 + length:
+                return
+            payload = bytes(self._buffer[9 : 9 + length])
+            del self._buffer[: 9 + length]
+            code = int.from_bytes(payload[4:8], "big") if length >= 8 else 0
+            if code:
+                name = H2_ERRORS[code] if code < len(H2_ERRORS) else f"error 0x{code:x}"
+                debug = payload[8:].decode("utf-8", "replace")
+                self.refusal = f"GOAWAY {name}" + (f" ({debug})" if debug else "")
+
+    def explain(self) -> str:
+        """What the caller sent, for when the mock exporter dropped the connection."""
+        if self.bad_preface:
+            return f"{self.bytes} bytes from the caller, which do not start with the HTTP/2 connection preface"
+        return f"{self.bytes} bytes from the caller; the last frame header: {self.last or 'none'}"

@@ -22,6 +22,7 @@ from jsreplay.cassette.model import (
     AnyEvent,
     Call,
     CallStart,
+    Cancel,
     Cassette,
     ClientMessage,
     Header,
@@ -85,7 +86,7 @@ class Tunnel:
         if self._inner is None:
             decoded = decode_router_call(self.call, self.registry)
             self.decode_error = decoded.error
-            self._inner = [script_from_inner(c, self.stream.key) for c in decoded.calls if c.method]
+            self._inner = [script_from_inner(c, self.stream.key, self.stream.cut) for c in decoded.calls if c.method]
         return self._inner
 
     @property
@@ -237,6 +238,7 @@ def _scan(
     afterwards: on a big cassette that churn alone left the allocator some 2 MB of holes per GB).
     """
     calls: dict[int, Script | _RouterStream] = {}
+    ended: set[int] = set()  # calls whose recording has a status or a cancel
     # A response's record length is where the next record starts: it waits here for that offset.
     pending: tuple[RecordedResponses, int, ServerMessage, int] | None = None
     for offset, event in reader.iter_with_offsets():
@@ -245,6 +247,7 @@ def _scan(
             responses.add(start, offset - start, message.seq, message.t_ns, after)
             pending = None
         if isinstance(event, CallStart):
+            ended.discard(event.call_id)
             if event.method == ROUTER_STREAM and event.role is Role.ROUTER:
                 calls[event.call_id] = _RouterStream(source, event, offset)
             else:
@@ -253,6 +256,8 @@ def _scan(
         call = calls.get(event.call_id)
         if call is None:
             continue  # its start is missing (a cassette cut in the middle): dropped, as group_calls does
+        if isinstance(event, Status | Cancel):
+            ended.add(event.call_id)
         if isinstance(call, _RouterStream):
             call.add(offset, event, registry)
         elif isinstance(event, ClientMessage):
@@ -267,10 +272,14 @@ def _scan(
             pending = (call.responses, offset, event, len(call.requests))
         else:
             _note(call, event)
+    end = reader.truncated_at if reader.truncated_at is not None else os.path.getsize(path)
     if pending is not None:
         responses, start, message, after = pending
-        end = reader.truncated_at if reader.truncated_at is not None else os.path.getsize(path)
         responses.add(start, end - start, message.seq, message.t_ns, after)
+    cut = f"the cassette ends at byte {end}, after {reader.events_read} events"
+    for call_id, call in calls.items():
+        if call_id not in ended:
+            (call if isinstance(call, Script) else call.stream).cut = cut
     return calls
 
 

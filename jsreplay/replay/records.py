@@ -55,9 +55,16 @@ class RecordFile:
             except Exception as err:  # OutOfData, or malformed msgpack
                 raise CorruptCassetteError(self.path, f"cannot read the header: {err!r}", offset=len(MAGIC)) from None
         version = header.get("format_version") if isinstance(header, dict) else None
-        if type(version) is not int or version > migrations.FORMAT_VERSION:
-            raise CorruptCassetteError(self.path, "the header changed since the cassette was loaded")
-        return migrations.chain(version)
+        try:
+            if type(version) is not int or not 1 <= version <= migrations.FORMAT_VERSION:
+                raise KeyError(version)
+            return migrations.chain(version)  # KeyError for a version with no migration to the current one
+        except KeyError:
+            raise CorruptCassetteError(
+                self.path,
+                f"the header changed since the cassette was loaded (format_version now {version!r})",
+                offset=len(MAGIC),
+            ) from None
 
     def event_at(self, offset: int, length: int) -> AnyEvent:
         """The event whose record is the `length` bytes at `offset` (as `CassetteReader.iter_with_offsets` gave)."""

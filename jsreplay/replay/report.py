@@ -26,7 +26,8 @@ class ReplayReport:
     tunnels_used: list[str] = field(default_factory=list)
     tunnels_unused: list[str] = field(default_factory=list)
     causal_timeouts: list[str] = field(default_factory=list)
-    errors: list[Miss] = field(default_factory=list)  # calls failed because their recording could not be read
+    errors: list[Miss] = field(default_factory=list)  # calls failed: their recording could not be read, bad input
+    unfinished: list[Miss] = field(default_factory=list)  # calls whose recording has no end (a cut cassette)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class ReplayReport:
             },
             "causal_timeouts": self.causal_timeouts,
             "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
+            "unfinished": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.unfinished],
         }
 
     def write(self, path: Path) -> None:
@@ -54,5 +56,6 @@ class ReplayReport:
             f"({len(self.unused)} unused), {len(self.tunnels_used)} tunnels with {inner_used} inner calls, "
             f"{len(self.missed)} missed"
             + (f", {len(self.forwarded)} forwarded to the upstream and recorded" if self.forwarded else "")
-            + (f", {len(self.errors)} failed reading the cassette" if self.errors else "")
+            + (f", {len(self.unfinished)} unfinished (their recording has no end)" if self.unfinished else "")
+            + (f", {len(self.errors)} failed" if self.errors else "")
         )

@@ -101,12 +101,15 @@ class Script:
     requests: Sequence[bytes]
     responses: Sequence[ScriptedResponse]  # a list, or RecordedResponses (read from the cassette when indexed)
     initial_metadata: Metadata | None
-    code: int | None  # None: the recording ended without a status (cancelled); replay ends it CANCELLED
+    code: int | None  # None: the recording ended without a status (cancelled, or cut: see `cut`)
     details: str = ""
     trailing_metadata: Metadata = ()
     status_after_requests: int = 0
     start_seq: int = 0
     peer: str = ""  # "Client:ns/name" or "Exporter:ns/name" from the recorded request metadata
+    # Not "": the recording has no end (no status, no cancel: the cassette was cut, e.g. by a killed recorder), and
+    # this says where the cassette ends. Replay answers such a call as far as recorded, then fails it.
+    cut: str = ""
 
 
 def call_peer(metadata: Metadata) -> str:
@@ -151,7 +154,9 @@ def script_from_call(call: Call, source: str) -> Script:
     )
 
 
-def script_from_inner(call: InnerCall, source: str) -> Script:
+def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "") -> Script:
+    """`tunnel_cut`: where the recording of the tunnel carrying `call` stops, if it has no end (then a call that
+    was neither finished nor reset has no end either; in a tunnel that ended, such a call ended with it)."""
     responses: list[ScriptedResponse] = []
     seqs = [m.seq for m in call.request_messages]
     for message in call.response_messages:
@@ -171,4 +176,5 @@ def script_from_inner(call: InnerCall, source: str) -> Script:
         trailing_metadata=application_metadata(call.trailing_metadata),
         status_after_requests=sum(1 for s in seqs if call.closed_seq is None or s < call.closed_seq),
         start_seq=call.opened_seq,
+        cut="" if call.finished else tunnel_cut,
     )

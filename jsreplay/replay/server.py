@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
-from jsreplay.replay.exporter import MockExporter, pump_socket_to_frames
+from jsreplay.replay.exporter import FrameWatch, MockExporter, pump_socket_to_frames
 from jsreplay.replay.library import Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
-from jsreplay.replay.playback import play
+from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script, ScriptedResponse
@@ -45,7 +46,12 @@ class ReplayConfig:
     allow_repeats: bool = False
     speed: float = 0.0  # 0: as fast as causal order allows; 1: recorded pace; N: N times faster
     causal_timeout: float = CAUSAL_TIMEOUT_S
+    unfinished_timeout: float = UNFINISHED_TIMEOUT_S  # bounds the calls whose recording has no end
     shift_timestamps: bool = True
+
+
+class TunnelInputError(Exception):
+    """What a live caller sent into a replayed tunnel does not parse: the call ends with INVALID_ARGUMENT."""
 
 
 class Fallback(Protocol):
@@ -137,6 +143,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self._causes = CausalIndex(library.scripts)
         self._tunnels_used: set[str] = set()
         self._claimed: set[str] = set()  # recorded tunnels whose inner calls a live tunnel is serving
+        self.exporters: set[MockExporter] = set()  # the mock exporters of the tunnels open now
         self._started_ns = time.monotonic_ns()
 
     # ------------------------------------------------------------------------------------------ setup
@@ -155,12 +162,24 @@ class ReplayHandler(grpc.GenericRpcHandler):
             except CassetteError as err:  # responses are read when sent: the file changed since it was loaded
                 await self._cassette_error(method, err, context)
                 return None
+            except TunnelInputError as err:
+                self._error(method, str(err))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                return None
+            except RecordingHasNoEnd as err:  # a cut cassette: answered as far as recorded
+                self._unfinished(method, str(err))
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(err))
+                return None
 
         return rpc_method_handler(kind, handler)
 
     def _miss(self, method: str, explanation: str) -> None:
         log.warning("%s", explanation)
         self.report.missed.append(Miss(method=method, reason=explanation, at_s=self._elapsed()))
+
+    def _unfinished(self, method: str, reason: str) -> None:
+        log.error("%s", reason)
+        self.report.unfinished.append(Miss(method=method, reason=reason, at_s=self._elapsed()))
 
     def _error(self, method: str, reason: str) -> None:
         log.error("%s", reason)
@@ -208,7 +227,15 @@ class ReplayHandler(grpc.GenericRpcHandler):
                 log.warning("%s", reason)
                 self.report.causal_timeouts.append(reason)
 
-        return await play(script, kind, context, first_request=first, rewrite=rewrite, before_response=before_response)
+        return await play(
+            script,
+            kind,
+            context,
+            first_request=first,
+            rewrite=rewrite,
+            before_response=before_response,
+            unfinished_timeout=self._config.unfinished_timeout,
+        )
 
     async def _pace(self, response: ScriptedResponse, started: float) -> None:
         """With --speed N > 0: send each response when it was sent in the recording, N times faster."""
@@ -238,13 +265,12 @@ class ReplayHandler(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, explanation)
             return
         self._progress.mark(own.stream)
-        request_type = self._registry.message_class(STREAM_REQUEST)
         response_type = self._registry.message_class(STREAM_RESPONSE)
         first = await context.read()
         if first is grpc.aio.EOF:
             self._tunnels_used.add(own.stream.key)
             return
-        frame = request_type.FromString(first)
+        frame = self._router_frame(first, 0)
         if frame.frame_type != RouterFrameType.DATA:  # a probe that only says GOAWAY: answer in kind
             self._tunnels_used.add(own.stream.key)
             await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
@@ -265,11 +291,15 @@ class ReplayHandler(grpc.GenericRpcHandler):
             allow_repeats=self._config.allow_repeats,
             on_miss=self._miss,
             on_error=self._error,
+            on_unfinished=self._unfinished,
+            unfinished_timeout=self._config.unfinished_timeout,
         )
-        port = await exporter.start()
+        await exporter.start()
+        self.exporters.add(exporter)
         try:
-            await self._pipe(context, own, port, frame.payload)
+            await self._pipe(context, own, exporter, frame.payload)
         finally:
+            self.exporters.discard(exporter)
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
             await exporter.stop()
             for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
@@ -294,35 +324,67 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self._tunnels_used.add(chosen.stream.key)
         return chosen
 
-    async def _pipe(self, context: grpc.aio.ServicerContext, tunnel: Tunnel, port: int, first: bytes) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request_type = self._registry.message_class(STREAM_REQUEST)
+    def _router_frame(self, message: bytes, index: int) -> Any:
+        try:
+            return self._registry.message_class(STREAM_REQUEST).FromString(message)
+        except DecodeError as err:
+            raise TunnelInputError(
+                f"jsreplay: router Stream message {index} is not a {STREAM_REQUEST} ({len(message)} bytes): {err}"
+            ) from None
+
+    async def _pipe(
+        self, context: grpc.aio.ServicerContext, tunnel: Tunnel, exporter: MockExporter, first: bytes
+    ) -> None:
+        reader, writer = await exporter.connect()
         response_type = self._registry.message_class(STREAM_RESPONSE)
+        watch, caller = FrameWatch(), FrameWatch(client=True)
 
         async def send(data: bytes) -> None:
+            watch.feed(data)
             await context.write(response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString())
 
-        outbound = asyncio.create_task(pump_socket_to_frames(reader, send))
-        try:
+        async def pump_in() -> None:
+            caller.feed(first)
             writer.write(first)
             await writer.drain()
+            index = 1
             while True:
                 message = await context.read()
                 if message is grpc.aio.EOF:
                     break
-                frame = request_type.FromString(message)
+                frame = self._router_frame(message, index)
+                index += 1
                 if frame.frame_type == RouterFrameType.DATA:
+                    caller.feed(frame.payload)
                     writer.write(frame.payload)
                     await writer.drain()
                 elif frame.frame_type == RouterFrameType.GOAWAY:
                     break
-            if writer.can_write_eof():
-                writer.write_eof()
-            await outbound
+
+        outbound = asyncio.create_task(pump_socket_to_frames(reader, send))
+        inbound = asyncio.create_task(pump_in())
+        try:
+            await asyncio.wait((inbound, outbound), return_when=asyncio.FIRST_COMPLETED)
+            if inbound.done():
+                inbound.result()  # TunnelInputError: a frame that does not parse
+                if writer.can_write_eof():
+                    writer.write_eof()
+                await outbound
+            else:
+                # The mock exporter (a gRPC server) dropped the inner connection while the caller still had it
+                # open: it only does that for input that is not valid HTTP/2. Waiting for the caller would hang.
+                inbound.cancel()
+                outbound.result()
+                said = f"sent {watch.refusal} and " if watch.refusal else ""
+                raise TunnelInputError(
+                    f"jsreplay: the HTTP/2 connection inside the tunnel is broken: the mock exporter {said}closed it "
+                    f"after {caller.explain()}"
+                )
             await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
         except (ConnectionError, OSError) as err:
             log.debug("tunnel %s: mock exporter connection ended: %s", tunnel.stream.key, err)
         finally:
+            inbound.cancel()
             outbound.cancel()
             writer.close()
 
@@ -398,6 +460,7 @@ async def replay(
     allow_repeats: bool = False,
     speed: float = 0.0,
     causal_timeout: float = CAUSAL_TIMEOUT_S,
+    unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
 ) -> AsyncIterator[ReplayServer]:
     """Serve cassettes for the duration of the block::
 
@@ -414,6 +477,7 @@ async def replay(
             allow_repeats=allow_repeats,
             speed=speed,
             causal_timeout=causal_timeout,
+            unfinished_timeout=unfinished_timeout,
         )
     )
     await server.start()
