@@ -14,6 +14,7 @@ class CassetteError(Exception):
 
     def __init__(self, path: str | Path, message: str, *, offset: int | None = None, event: int | None = None):
         self.path = str(path)
+        self.reason = message
         self.offset = offset
         self.event = event
         where = []

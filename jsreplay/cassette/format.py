@@ -513,8 +513,9 @@ class CassetteReader:
         )
 
     def _new_unpacker(self) -> msgpack.Unpacker:
-        unpacker, self._objects_left = _bounded_unpacker(self._chunk_size)
-        return unpacker
+        self._limits = _Limits()
+        self._objects_left = self._limits.left
+        return self._limits.unpacker(self._chunk_size)
 
     def _fill(self, record_start: int | None = None) -> bool:
         """Feed the next chunk; False at the end of the file. `record_start` (a file offset): the record being
@@ -598,7 +599,7 @@ class CassetteReader:
 
     def iter_with_offsets(self) -> Iterator[tuple[int, AnyEvent]]:
         """Like iterating the reader, with each event's record offset in the file (for `read_events_at`)."""
-        # The hot loop of show and diff: _next_object and _decode_record inlined.
+        # The hot loop of show and diff: _next_object and _decode inlined.
         unpacker = self._unpacker
         chain = self._migrations
         objects_left = self._objects_left
@@ -644,6 +645,72 @@ class CassetteReader:
                 stacklevel=2,  # the loop that iterates (plain iteration adds no frame: see __iter__)
             )
 
+    # ------------------------------------------------------------------------------------------ random access
+
+    def event_at(self, offset: int, length: int | None = None) -> AnyEvent:
+        """The event whose record starts at `offset` (as `iter_with_offsets` gave it), decoded as the stream is
+        (the caps, this file's migrations). With `length` (the record's size, known from a scan) it is one
+        `pread`; without, the record is read in chunks until it is whole. An offset that is not the start of a
+        whole record raises a CorruptCassetteError."""
+        if length is None:
+            return self._event_at_unknown_length(offset)
+        if not 0 < length <= MAX_RECORD_BYTES:
+            raise _record_too_large(self.path, offset, None)
+        data = os.pread(self._file.fileno(), length, offset)
+        if len(data) != length:
+            raise CorruptCassetteError(self.path, "the record is cut off (the file changed?)", offset=offset)
+        self._objects_left[0] = MAX_RECORD_OBJECTS
+        try:
+            record = msgpack.unpackb(data, **self._limits.options)
+        except _TooManyObjects:
+            raise _too_many_objects(self.path, offset, None) from None
+        except Exception as err:  # ExtraData, malformed msgpack
+            raise CorruptCassetteError(
+                self.path, f"no whole record here (the file changed?): {err}", offset=offset
+            ) from None
+        return self._decode(record, offset, None)
+
+    def _event_at_unknown_length(self, offset: int) -> AnyEvent:
+        size = os.fstat(self._file.fileno()).st_size
+        if not len(MAGIC) <= offset < size:
+            raise CorruptCassetteError(self.path, "no record at this offset", offset=offset)
+        unpacker = self._limits.unpacker()
+        self._objects_left[0] = MAX_RECORD_OBJECTS
+        want = 64 << 10  # most records are small: read a little first, then in full chunks
+        fed = 0
+        while True:
+            try:
+                record = unpacker.unpack()
+                break
+            except msgpack.OutOfData:
+                if fed > MAX_RECORD_BYTES:
+                    raise _record_too_large(self.path, offset, None) from None
+                chunk = os.pread(self._file.fileno(), want, offset + fed)
+                want = READ_CHUNK
+                if not chunk:
+                    raise CorruptCassetteError(self.path, "the record is cut off", offset=offset) from None
+                fed += len(chunk)
+                try:
+                    unpacker.feed(chunk)
+                except msgpack.BufferFull:
+                    raise _record_too_large(self.path, offset, None) from None
+            except _TooManyObjects:
+                raise _too_many_objects(self.path, offset, None) from None
+            except Exception as err:
+                raise CorruptCassetteError(self.path, f"malformed msgpack: {err}", offset=offset) from None
+        return self._decode(record, offset, None)
+
+    def _decode(self, record: Any, offset: int, index: int | None) -> AnyEvent:
+        """A record as an event: this file's migrations, then the event's shape (the stream's loop inlines this)."""
+        try:
+            for migration in self._migrations:
+                record = migration.record(record)
+            return record_to_event(record)
+        except _Bad as err:
+            raise CorruptCassetteError(self.path, str(err), offset=offset, event=index) from None
+        except Exception as err:
+            raise CorruptCassetteError(self.path, f"cannot upgrade record: {err}", offset=offset, event=index) from None
+
     def close(self) -> None:
         self._file.close()
 
@@ -660,39 +727,43 @@ class _TooManyObjects(Exception):
     """Raised inside msgpack's hooks: the record being read has more than MAX_RECORD_OBJECTS objects."""
 
 
-def _bounded_unpacker(chunk_size: int = READ_CHUNK) -> tuple[msgpack.Unpacker, list[int]]:
-    """An unpacker that refuses records over the caps, and the counter of objects the current record may still
-    have (set it to MAX_RECORD_OBJECTS before each record). Lengths are checked before anything is allocated;
-    arrays and maps are counted as msgpack finishes each (one call per array: a message record has one)."""
-    left = [MAX_RECORD_OBJECTS]
+class _Limits:
+    """The caps of one reader, as msgpack options: lengths are checked before anything is allocated; arrays and
+    maps are counted as msgpack finishes each (one call per array: a message record has one). Set `left[0]` to
+    MAX_RECORD_OBJECTS before each record."""
 
-    def count_list(items: list[Any], _len: Callable[[Any], int] = len) -> list[Any]:
-        n = left[0] - _len(items) - 1
-        if n < 0:
-            raise _TooManyObjects
-        left[0] = n
-        return items
+    def __init__(self) -> None:
+        left = self.left = [MAX_RECORD_OBJECTS]
 
-    def count_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-        n = left[0] - 2 * len(pairs) - 1
-        if n < 0:
-            raise _TooManyObjects
-        left[0] = n
-        return dict(pairs)
+        def count_list(items: list[Any], _len: Callable[[Any], int] = len) -> list[Any]:
+            n = left[0] - _len(items) - 1
+            if n < 0:
+                raise _TooManyObjects
+            left[0] = n
+            return items
 
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        strict_map_key=True,
-        max_buffer_size=MAX_RECORD_BYTES + chunk_size,  # a whole record, and the next chunk read behind it
-        max_bin_len=MAX_RECORD_BYTES,
-        max_str_len=MAX_RECORD_BYTES,
-        max_array_len=MAX_RECORD_OBJECTS,
-        max_map_len=MAX_RECORD_OBJECTS // 2,
-        max_ext_len=0,  # no extension types in the format
-        list_hook=count_list,
-        object_pairs_hook=count_map,
-    )
-    return unpacker, left
+        def count_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+            n = left[0] - 2 * len(pairs) - 1
+            if n < 0:
+                raise _TooManyObjects
+            left[0] = n
+            return dict(pairs)
+
+        self.options: dict[str, Any] = {
+            "raw": False,
+            "strict_map_key": True,
+            "max_bin_len": MAX_RECORD_BYTES,
+            "max_str_len": MAX_RECORD_BYTES,
+            "max_array_len": MAX_RECORD_OBJECTS,
+            "max_map_len": MAX_RECORD_OBJECTS // 2,
+            "max_ext_len": 0,  # no extension types in the format
+            "list_hook": count_list,
+            "object_pairs_hook": count_map,
+        }
+
+    def unpacker(self, chunk_size: int = READ_CHUNK) -> msgpack.Unpacker:
+        # A whole record, and the next chunk read behind it.
+        return msgpack.Unpacker(max_buffer_size=MAX_RECORD_BYTES + chunk_size, **self.options)
 
 
 def _record_too_large(path: Path, offset: int, event: int | None) -> CorruptCassetteError:
@@ -715,58 +786,10 @@ def read_header(path: str | Path) -> Header:
         return reader.header
 
 
-def _decode_record(path: Path, chain: list[Migration], record: Any, offset: int, index: int | None) -> AnyEvent:
-    try:
-        for migration in chain:
-            record = migration.record(record)
-        return record_to_event(record)
-    except _Bad as err:
-        raise CorruptCassetteError(path, str(err), offset=offset, event=index) from None
-    except Exception as err:
-        raise CorruptCassetteError(path, f"cannot upgrade record: {err}", offset=offset, event=index) from None
-
-
 def read_events_at(path: str | Path, offsets: Iterable[int]) -> list[AnyEvent]:
-    """The events whose records start at `offsets` (from `CassetteReader.iter_with_offsets`), in that order.
-
-    The header is read again (for the format version's migrations); each record is one seek and one decode.
-    An offset that is not the start of a whole record raises a CorruptCassetteError.
-    """
+    """The events whose records start at `offsets` (from `CassetteReader.iter_with_offsets`), in that order."""
     with CassetteReader(path) as reader:
-        chain = reader._migrations
-        file = reader._file
-        size = os.fstat(file.fileno()).st_size
-        events: list[AnyEvent] = []
-        for offset in offsets:
-            if not len(MAGIC) <= offset < size:
-                raise CorruptCassetteError(reader.path, "no record at this offset", offset=offset)
-            file.seek(offset)
-            unpacker, _ = _bounded_unpacker()
-            record: Any = None
-            want = 64 << 10  # most records are small: read a little first, then in full chunks
-            fed = 0
-            while True:
-                try:
-                    record = unpacker.unpack()
-                    break
-                except msgpack.OutOfData:
-                    if fed > MAX_RECORD_BYTES:
-                        raise _record_too_large(reader.path, offset, None) from None
-                    chunk = file.read(want)
-                    want = READ_CHUNK
-                    if not chunk:
-                        raise CorruptCassetteError(reader.path, "the record is cut off", offset=offset) from None
-                    fed += len(chunk)
-                    try:
-                        unpacker.feed(chunk)
-                    except msgpack.BufferFull:
-                        raise _record_too_large(reader.path, offset, None) from None
-                except _TooManyObjects:
-                    raise _too_many_objects(reader.path, offset, None) from None
-                except Exception as err:
-                    raise CorruptCassetteError(reader.path, f"malformed msgpack: {err}", offset=offset) from None
-            events.append(_decode_record(reader.path, chain, record, offset, None))
-        return events
+        return [reader.event_at(offset) for offset in offsets]
 
 
 def read_cassette(path: str | Path) -> Cassette:
