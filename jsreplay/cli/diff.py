@@ -11,19 +11,18 @@ from pathlib import Path
 
 import click
 
+from jsreplay.cli.inspecting import gc_paused, load_view, write_json, write_output
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
 from jsreplay.cli.options import format_option, ignore_option
 from jsreplay.cli.progress import StatusLine
-from jsreplay.cli.show import gc_paused, load_view, write_json, write_output
 from jsreplay.inspect.diff import (
     CanonicalUnits,
     DiffOptions,
     DroppedDataError,
     canonical_units,
     diff_views,
-    render_text,
-    report_to_json,
 )
+from jsreplay.inspect.diff_output import render_text, report_to_json
 from jsreplay.inspect.view import CassetteView
 
 # Cassettes at least this big (together) are loaded side by side, the new one in a forked process.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from jsreplay.cli.show import gc_paused, load_view, write_output
+from jsreplay.cli.inspecting import gc_paused, load_view, write_output
 from jsreplay.inspect.textconv import render_textconv
 
 

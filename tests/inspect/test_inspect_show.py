@@ -16,7 +16,7 @@ from inspect_support import call_ids, edit, json_schema, load, run_cli
 
 from jsreplay.cassette.model import Cassette, ServerMessage
 from jsreplay.cli.progress import StatusLine
-from jsreplay.cli.show import load_view
+from jsreplay.cli.inspecting import load_view
 from jsreplay.inspect.show import ShowOptions, dump_json, view_json_text, view_to_json
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
 
