@@ -8,7 +8,7 @@ is measured three ways:
 - direct: the client talks to the upstream;
 - forward: through jsreplay's own `ForwardingHandler`, with a recorder that records nothing (the cost of
   forwarding alone);
-- record: through `jsreplay.record(...)`, the real recording proxy (TLS both hops, default redaction),
+- record: through `jsreplay.recording(...)`, the real recording proxy (TLS both hops, default redaction),
   writing a cassette to a temp dir (the cost of forwarding plus recording).
 
 Opt-in with `--modes`: `minimal`, a bare grpc.aio forwarder written here (the floor for any Python grpc.aio
@@ -253,7 +253,9 @@ async def serve_minimal(upstream: str, upstream_ca: bytes) -> None:
 
 
 async def serve_record(upstream: str, upstream_ca: bytes, cassette: Path, redact: bool) -> None:
-    async with jsreplay.record(upstream=upstream, cassette=cassette, upstream_ca=upstream_ca, redact=redact) as proxy:
+    async with jsreplay.recording(
+        upstream=upstream, cassette=cassette, upstream_ca=upstream_ca, redact=redact
+    ) as proxy:
         _announce({"endpoint": proxy.endpoint, "ca_pem": (proxy.ca_pem or b"").decode()})
         await _stdin_closed()
     _announce({"events": proxy.stats.events, "bytes_written": proxy.bytes_written, "error": proxy.error})

@@ -8,7 +8,7 @@ Part 1, replay vs live. Two cassettes are recorded from the real 0.9.0 client an
   `jsreplay.testing.peers.ECHO_CHUNK` set for the run, recording and timing alike).
 
 Then, for `--rounds` rounds, the real client scenario (`run_client_scenario`) runs once against the live
-`FakeCluster` (client and exporter connected directly, no proxy) and once against `jsreplay.replay(cassette)`
+`FakeCluster` (client and exporter connected directly, no proxy) and once against `jsreplay.replaying(cassette)`
 (a fresh server per run, started outside the timed part), for each cassette. Reported: the scenario's own
 per-step times (`ScenarioResult.steps`), median over rounds, and replay / live as the median of per-round
 ratios with their range; echo throughput is payload bytes / echo step time (the client sends one chunk and
@@ -150,7 +150,7 @@ async def record_with_payload(cassette: Path, payload: bytes, chunk: int) -> Non
 
     with echo_chunk(chunk):
         async with FakeCluster() as cluster:
-            async with jsreplay.record(
+            async with jsreplay.recording(
                 upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette
             ) as proxy:
                 exporter = cluster.new_exporter("exporter-1", LABELS)
@@ -200,7 +200,7 @@ async def scenario_replay(work: Workload) -> dict[str, float]:
     from jsreplay.testing import run_client_scenario
     from jsreplay.testing.recording import SELECTOR
 
-    async with jsreplay.replay(work.cassette) as server:
+    async with jsreplay.replaying(work.cassette) as server:
         with echo_chunk(work.chunk):
             result = await run_client_scenario(
                 server.endpoint,
@@ -291,7 +291,7 @@ async def part1(args: argparse.Namespace, workdir: Path) -> None:
     unary_replay: list[list[float]] = []
     async with live_cluster() as (cluster, client):
         await create_live_lease(cluster, client, unary, registry)
-        async with jsreplay.replay(works[0].cassette) as unary_server:
+        async with jsreplay.replaying(works[0].cassette) as unary_server:
             for round_ in range(args.rounds):
                 for work in works:
                     live[work.name].append(await scenario_live(cluster, client, work))

@@ -6,7 +6,7 @@
 
 The fixture runs the server on its own event loop in a background thread, so it serves blocking tests (the
 Jumpstarter client API is blocking) and async tests alike. `--jsreplay-record-mode once|all` records through
-`jsreplay.record(...)` to `--jsreplay-upstream` instead; the fixture then yields the recording proxy, which has
+`jsreplay.recording(...)` to `--jsreplay-upstream` instead; the fixture then yields the recording proxy, which has
 the same `endpoint`, `ca_pem` and `ca_file`. A replayed test that leaves misses fails. See docs/pytest.md.
 
 jsreplay itself (grpc and the rest) is imported only when a test uses the fixture: the plugin is loaded into
@@ -155,7 +155,7 @@ def _record_into_place(
 ) -> Iterator[JsreplayEndpoint]:
     """Record to a side file; move it over `cassette` only if the test passed (so `once` never replays a
     failed session). A failed recording stays next to it as `<name>.failed` for inspection."""
-    from jsreplay import record
+    from jsreplay import recording
 
     config = request.config
     upstream: str | None = config.getoption("--jsreplay-upstream")
@@ -165,7 +165,7 @@ def _record_into_place(
     upstream_ca = Path(ca_path).read_bytes() if ca_path else None
     cassette.parent.mkdir(parents=True, exist_ok=True)
     partial = cassette.with_name(cassette.name + ".partial")
-    context = record(upstream=upstream, cassette=partial, upstream_ca=upstream_ca, overwrite=True)
+    context = recording(upstream=upstream, cassette=partial, upstream_ca=upstream_ca, overwrite=True)
     with portal.wrap_async_context_manager(context) as proxy:
         yield proxy
     if proxy.error:
@@ -187,7 +187,7 @@ def jsreplay_server(request: pytest.FixtureRequest) -> Iterator[JsreplayEndpoint
     """A started replay server (or recording proxy) for the test's `@pytest.mark.jsreplay` cassettes."""
     from anyio.from_thread import start_blocking_portal
 
-    from jsreplay import replay
+    from jsreplay import replaying
 
     plan = _plan(request)
     with start_blocking_portal(backend="asyncio") as portal:
@@ -195,7 +195,7 @@ def jsreplay_server(request: pytest.FixtureRequest) -> Iterator[JsreplayEndpoint
             yield from _record_into_place(portal, request, plan.cassettes[0])
             return
         context: AbstractContextManager[ReplayServer] = portal.wrap_async_context_manager(
-            replay(*plan.cassettes, match=plan.match, ignores=plan.ignores, allow_repeats=plan.allow_repeats)
+            replaying(*plan.cassettes, match=plan.match, ignores=plan.ignores, allow_repeats=plan.allow_repeats)
         )
         cassettes = [str(c) for c in plan.cassettes]
         with context as server:

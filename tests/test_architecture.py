@@ -86,3 +86,15 @@ def test_inspecting_needs_no_grpc_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_packages_and_the_context_managers_have_names_of_their_own() -> None:
+    code = (
+        "import sys, jsreplay\n"
+        "assert 'grpc' not in sys.modules, 'import jsreplay loads gRPC'\n"
+        "import jsreplay.record, jsreplay.replay, jsreplay.verify\n"
+        "assert jsreplay.record.RecordingProxy and jsreplay.replay.ReplayServer and jsreplay.verify.Verifier\n"
+        "assert jsreplay.recording is jsreplay.record.recording and jsreplay.replaying is jsreplay.replay.replaying\n"
+        "assert jsreplay.verifying is jsreplay.verify.verifying\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

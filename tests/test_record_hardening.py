@@ -89,7 +89,7 @@ async def test_a_router_endpoint_naming_the_proxy_itself_is_refused(
         pytest.skip("needs a wildcard listen and a non-loopback local address")
     cassette = tmp_path / "c.msgpack"
     advertise = "127.0.0.1:0" if listen.startswith("0.0.0.0") else None
-    async with jsreplay.record(
+    async with jsreplay.recording(
         upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem, listen=listen, advertise=advertise
     ) as proxy:
         port = proxy.endpoint.rpartition(":")[2]
@@ -115,7 +115,7 @@ async def test_an_upstream_that_is_the_proxy_itself_is_refused(tmp_path: Path) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cassette = tmp_path / "c.msgpack"
-    async with jsreplay.record(
+    async with jsreplay.recording(
         upstream=f"localhost:{port}", cassette=cassette, listen=f"127.0.0.1:{port}", upstream_insecure=True
     ) as proxy:
         async with secure_channel(proxy) as channel:
@@ -135,7 +135,7 @@ async def test_an_undecodable_dial_response_is_neither_forwarded_nor_stored_in_c
     # router_endpoint with invalid UTF-8: a proto3 string field that does not decode.
     upstream.dial_response = _field(1, b"router\xff\xfe.example:443") + _field(2, token.encode())
     cassette = tmp_path / "c.msgpack"
-    async with jsreplay.record(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
+    async with jsreplay.recording(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
         async with secure_channel(proxy) as channel:
             with anyio.fail_after(WAIT_S), pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary(DIAL)(DIAL_REQUEST, timeout=5)
@@ -219,7 +219,7 @@ async def test_ca_out_replaces_a_symlink_instead_of_writing_through_it(
         victim.write_bytes(b"precious")
     link = tmp_path / "ca.pem"
     link.symlink_to(victim)
-    async with jsreplay.record(
+    async with jsreplay.recording(
         upstream=upstream.endpoint, cassette=tmp_path / "c.msgpack", tls=ListenTLS(ca_out=link)
     ) as proxy:
         assert proxy.ca_pem is not None
@@ -276,7 +276,7 @@ async def test_two_authorization_headers_are_refused_and_never_forwarded(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     cassette = tmp_path / "c.msgpack"
-    async with jsreplay.record(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
+    async with jsreplay.recording(upstream=upstream.endpoint, cassette=cassette, upstream_ca=upstream.ca_pem) as proxy:
         async with secure_channel(proxy) as channel:
             with anyio.fail_after(WAIT_S):
                 raw = await channel.unary_unary(DIAL)(DIAL_REQUEST)

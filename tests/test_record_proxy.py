@@ -48,7 +48,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def proxy(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[RecordingProxy]:
-    async with jsreplay.record(
+    async with jsreplay.recording(
         upstream=upstream.endpoint, cassette=tmp_path / "c.msgpack", upstream_ca=upstream.ca_pem
     ) as p:
         yield p
@@ -177,7 +177,7 @@ async def test_upstream_down_is_unavailable_naming_it(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    async with jsreplay.record(upstream=dead, cassette=tmp_path / "c.msgpack") as proxy:
+    async with jsreplay.recording(upstream=dead, cassette=tmp_path / "c.msgpack") as proxy:
         assert proxy.ca_pem is not None
         creds = grpc.ssl_channel_credentials(root_certificates=proxy.ca_pem)
         async with grpc.aio.secure_channel(proxy.endpoint, creds) as ch:

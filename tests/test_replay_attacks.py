@@ -115,7 +115,7 @@ class CutRun:
 
 async def _replay_cut(cassette: Path, events: int) -> CutRun:
     started = time.monotonic()
-    async with jsreplay.replay(cassette, causal_timeout=2.0) as server:
+    async with jsreplay.replaying(cassette, causal_timeout=2.0) as server:
         config = client_config(server.endpoint, "t", server.ca_pem, name="alice", timeout=CLIENT_TIMEOUT_S)
         outcome = "hung"
         with anyio.move_on_after(CUT_RUN_BOUND_S):
@@ -199,7 +199,7 @@ BAD_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x01"
 
 
 async def _into_tunnel(messages: list[bytes]) -> tuple[grpc.aio.AioRpcError, float, ReplayReport]:
-    async with jsreplay.replay(SAMPLE) as server:
+    async with jsreplay.replaying(SAMPLE) as server:
         assert server.ca_pem is not None
         [token] = [t for t, tunnel in server.library.tunnels.items() if tunnel.carries_calls]
         creds = grpc.ssl_channel_credentials(root_certificates=server.ca_pem)
@@ -267,7 +267,7 @@ def _session_with_a_second_connection(endpoint: str, ca_pem: bytes, exporters: C
 
 @pytest.mark.timeout(90)
 async def test_the_mock_exporter_refuses_a_second_local_connection() -> None:
-    async with jsreplay.replay(SAMPLE) as server:
+    async with jsreplay.replaying(SAMPLE) as server:
         assert server.ca_pem is not None and server.handler is not None
         handler = server.handler
         with anyio.fail_after(60):

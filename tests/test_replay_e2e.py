@@ -39,7 +39,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRun]:
 
 
 async def replay_once(cassette: Path) -> tuple[dict[str, object], bytes, ReplayReport]:
-    async with jsreplay.replay(cassette) as server:
+    async with jsreplay.replaying(cassette) as server:
         result = await run_client_scenario(
             server.endpoint, "any-token", server.ca_pem, name="alice", selector=SELECTOR, timeout=30
         )
@@ -78,7 +78,7 @@ def _call_driver_with_unrecorded_argument(endpoint: str, ca_pem: bytes) -> str:
 async def test_unrecorded_call_gets_a_clear_miss_inside_the_clients_exception(
     recorded: RecordedRun, tmp_path: Path
 ) -> None:
-    async with jsreplay.replay(recorded.cassette) as server:
+    async with jsreplay.replaying(recorded.cassette) as server:
         assert server.ca_pem is not None
         with anyio.fail_after(60):
             message = await anyio.to_thread.run_sync(
@@ -94,7 +94,7 @@ async def test_unrecorded_call_gets_a_clear_miss_inside_the_clients_exception(
 async def test_timestamps_are_shifted_to_now(recorded: RecordedRun) -> None:
     calls = [c for c in read_cassette(recorded.cassette).calls() if c.method == GET_LEASE]
     request = calls[0].requests[0]
-    async with jsreplay.replay(recorded.cassette) as server:
+    async with jsreplay.replaying(recorded.cassette) as server:
         assert server.ca_pem is not None
         creds = grpc.ssl_channel_credentials(root_certificates=server.ca_pem)
         async with grpc.aio.secure_channel(server.endpoint, creds) as channel:
@@ -120,7 +120,7 @@ async def test_a_cassette_changed_while_served_fails_the_call_clearly(recorded: 
     with CassetteReader(cassette) as reader:
         first_event = next(offset for offset, _ in reader.iter_with_offsets())
     request = next(c for c in read_cassette(cassette).calls() if c.method == GET_LEASE).requests[0]
-    async with jsreplay.replay(cassette) as server:
+    async with jsreplay.replaying(cassette) as server:
         assert server.ca_pem is not None
         cassette.write_bytes(data[:first_event] + bytes(len(data) - first_event))
         creds = grpc.ssl_channel_credentials(root_certificates=server.ca_pem)

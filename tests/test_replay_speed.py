@@ -59,7 +59,7 @@ def cassette(tmp_path: Path) -> Path:
 
 
 async def stream_duration(cassette: Path, speed: float) -> float:
-    async with jsreplay.replay(cassette, speed=speed) as server:
+    async with jsreplay.replaying(cassette, speed=speed) as server:
         assert server.ca_pem is not None
         creds = grpc.ssl_channel_credentials(root_certificates=server.ca_pem)
         async with grpc.aio.secure_channel(server.endpoint, creds) as channel:

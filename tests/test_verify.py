@@ -26,7 +26,7 @@ from jumpstarter_driver_power.common import PowerReading
 from jumpstarter_driver_power.driver import MockPower
 
 from jsreplay.protocol.registry import Registry
-from jsreplay.record import record
+from jsreplay.record import recording
 from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, RecordedRun, record_scenario
 from jsreplay.verify import (
@@ -82,7 +82,7 @@ def _log_stream_scenario(config: ClientConfigV1Alpha1) -> None:
 async def _record_log_stream(cassette: Path) -> None:
     with anyio.fail_after(60):
         async with FakeCluster() as cluster:
-            async with record(
+            async with recording(
                 upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette
             ) as proxy:
                 exporter = cluster.new_exporter("exporter-1", dict(LABELS))
@@ -130,7 +130,7 @@ async def _record_exporter_side(cassette: Path) -> None:
     """Only the exporter goes through the recorder; the client talks to the cluster directly."""
     with anyio.fail_after(60):
         async with FakeCluster() as cluster:
-            async with record(
+            async with recording(
                 upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette
             ) as proxy:
                 exporter = cluster.new_exporter("exporter-1", dict(LABELS))

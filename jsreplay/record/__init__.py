@@ -1,6 +1,6 @@
 """Recording: a transparent proxy between Jumpstarter peers and a real controller/router."""
 
-from jsreplay.record.proxy import RecordConfig, RecordingProxy, record
+from jsreplay.record.proxy import RecordConfig, RecordingProxy, recording
 from jsreplay.record.upstream import UpstreamTrust
 
-__all__ = ["RecordConfig", "RecordingProxy", "UpstreamTrust", "record"]
+__all__ = ["RecordConfig", "RecordingProxy", "UpstreamTrust", "recording"]

@@ -40,7 +40,7 @@ class RecordConfig:
 
 
 class RecordingProxy(ServesEndpoint):
-    """Start with `start()`, stop with `stop()`; or use `jsreplay.record(...)`."""
+    """Start with `start()`, stop with `stop()`; or use `jsreplay.recording(...)`."""
 
     _what = "proxy"
 
@@ -124,7 +124,7 @@ class RecordingProxy(ServesEndpoint):
 
 
 @asynccontextmanager
-async def record(
+async def recording(
     *,
     upstream: str,
     cassette: str | Path,
@@ -140,7 +140,7 @@ async def record(
 ) -> AsyncIterator[RecordingProxy]:
     """Run a recording proxy for the duration of the block::
 
-    async with jsreplay.record(upstream="controller:443", cassette="run.msgpack") as proxy:
+    async with jsreplay.recording(upstream="controller:443", cassette="run.msgpack") as proxy:
         ...  # point peers at proxy.endpoint, trusting proxy.ca_pem
     """
     proxy = RecordingProxy(

@@ -2,6 +2,6 @@
 
 from jsreplay.replay.matching import MatchMode
 from jsreplay.replay.report import ReplayReport
-from jsreplay.replay.server import ReplayConfig, ReplayServer, replay
+from jsreplay.replay.server import ReplayConfig, ReplayServer, replaying
 
-__all__ = ["MatchMode", "ReplayConfig", "ReplayReport", "ReplayServer", "replay"]
+__all__ = ["MatchMode", "ReplayConfig", "ReplayReport", "ReplayServer", "replaying"]

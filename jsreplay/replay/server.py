@@ -451,7 +451,7 @@ class ReplayServer(ServesEndpoint):
 
 
 @asynccontextmanager
-async def replay(
+async def replaying(
     *cassettes: str | Path,
     listen: str = DEFAULT_LISTEN,
     tls: ListenTLS | None = None,
@@ -464,7 +464,7 @@ async def replay(
 ) -> AsyncIterator[ReplayServer]:
     """Serve cassettes for the duration of the block::
 
-    async with jsreplay.replay("cassettes/power.msgpack") as server:
+    async with jsreplay.replaying("cassettes/power.msgpack") as server:
         ...  # point a client at server.endpoint, trusting server.ca_pem
     """
     server = ReplayServer(

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from jumpstarter.driver import Driver
 
-from jsreplay.record import record
+from jsreplay.record import recording
 from jsreplay.testing.cluster import FakeCluster
 from jsreplay.testing.peers import ScenarioResult, default_drivers, run_client_scenario, run_exporter
 
@@ -41,7 +41,7 @@ async def record_scenario(
     """Run the full real-client scenario with both peers going through one recording proxy."""
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with FakeCluster(**(cluster_kwargs or {})) as cluster:
-            async with record(
+            async with recording(
                 upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette, redact=redact
             ) as proxy:
                 exporter = cluster.new_exporter(exporter_name, dict(labels))

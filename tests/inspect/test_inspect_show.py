@@ -15,8 +15,8 @@ from conftest import Recordings
 from inspect_support import call_ids, edit, json_schema, load, run_cli
 
 from jsreplay.cassette.model import Cassette, ServerMessage
-from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.inspecting import load_view
+from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.show import ShowOptions, dump_json, view_json_text, view_to_json
 from jsreplay.protocol.registry import UnknownField, WireType, encode_unknown
 
