@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "record": CORES | NET | SESSION | {"jsreplay"},  # `jsreplay.__version__` for the cassette header
     "replay": CORES | NET | SESSION,
     "verify": CORES | NET | SESSION | {"inspect", "replay"},
+    "edit": CORES | SESSION | {"jsreplay", "inspect"},  # `__version__` for headers; inspect to read outputs back
     "testing": CORES | NET | SESSION | {"record"},
 }
 ANYTHING = {"cli", "pytest_plugin", "__init__", "__main__"}

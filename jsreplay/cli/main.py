@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("jsreplay.cli.show", "show_command"),
     "diff": ("jsreplay.cli.diff", "diff_command"),
     "textconv": ("jsreplay.cli.textconv", "textconv_command"),
+    "redact": ("jsreplay.cli.redact", "redact_command"),
+    "trim": ("jsreplay.cli.trim", "trim_command"),
+    "cat": ("jsreplay.cli.cat", "cat_command"),
 }
 
 

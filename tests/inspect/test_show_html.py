@@ -1,0 +1,112 @@
+"""`jsreplay show --format html` in a real headless Chromium: tunnels expanded, calls decoded, escaping, 10k calls."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jsreplay.cassette.format import read_cassette, write_cassette
+from jsreplay.cassette.model import CallStart, ClientMessage, Header, Role, Status
+from jsreplay.testing.browser import dump_dom, find_browser, screenshot
+from jsreplay.testing.recording import RecordedRun, record_scenario
+
+BROWSER = find_browser()
+needs_browser = pytest.mark.skipif(
+    BROWSER is None,
+    reason="no Chromium found (install Debian's `chromium` package, or set JSREPLAY_BROWSER); .ci/run installs it",
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def show_html(cassette: Path, out: Path, *extra: str) -> Path:
+    with out.open("w") as f:
+        done = subprocess.run(
+            [sys.executable, "-m", "jsreplay", "show", "--format", "html", str(cassette), *extra],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=240,
+        )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRun]:
+    yield asyncio.run(record_scenario(tmp_path_factory.mktemp("html") / "session.msgpack"))
+
+
+@needs_browser
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_the_page_shows_the_tunnels_inner_calls_and_decoded_driver_calls(recorded: RecordedRun, tmp_path: Path) -> None:
+    assert BROWSER is not None
+    page = show_html(recorded.cassette, tmp_path / "session.html")
+    text = page.read_text()
+    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text  # nothing to fetch
+    url = page.as_uri() + "#expand=all"
+    dom = dump_dom(BROWSER, url)
+    assert 'data-ready="1"' in dom
+    for inner in ("ExporterService/GetReport", "ExporterService/DriverCall", "ExporterService/StreamingDriverCall"):
+        assert inner in dom
+    assert "jumpstarter.v1.DriverCallRequest" in dom and 'method: "on"' in dom  # a decoded DriverCall
+    assert re.search(r"bytes sent: 65536 in \d+ frames", dom)  # the echo byte stream, summarised
+    shot = screenshot(BROWSER, url, tmp_path / "session.png")
+    assert shot.stat().st_size > 10_000
+
+
+@needs_browser
+def test_cassette_text_cannot_inject_markup(tmp_path: Path) -> None:
+    assert BROWSER is not None
+    evil = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
+    cassette = tmp_path / "evil.msgpack"
+    header = Header(format_version=1, jsreplay_version="test", created_unix_ns=0, upstreams=(evil,))
+    events = (
+        CallStart(
+            call_id=1, seq=0, t_ns=0, method=f"/evil.Service/{evil}", role=Role.CONTROLLER, metadata=(("x", evil),)
+        ),
+        ClientMessage(call_id=1, seq=1, t_ns=1, data=evil.encode()),
+        Status(call_id=1, seq=2, t_ns=2, code=13, details="</script>" + evil),
+    )
+    from jsreplay.cassette.model import Cassette
+
+    write_cassette(cassette, Cassette(header=header, events=events), redactor=None)
+    page = show_html(cassette, tmp_path / "evil.html")
+    assert "</script><img" not in page.read_text().split('id="jsreplay-header">', 1)[1].rsplit("<script>", 1)[0]
+    dom = dump_dom(BROWSER, page.as_uri() + "#expand=1", budget_ms=1000)
+    assert "<title>jsreplay: " in dom and "pwned" not in dom.split("</title>", 1)[0]
+    assert "<img" not in dom and "&lt;script&gt;document.title" in dom
+
+
+def _bench_module() -> object:
+    spec = importlib.util.spec_from_file_location("bench_show_diff", ROOT / "bench" / "bench_show_diff.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_browser
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_10000_call_cassette_paints_its_first_rows_quickly(recorded: RecordedRun, tmp_path: Path) -> None:
+    assert BROWSER is not None
+    bench = _bench_module()
+    big = tmp_path / "big.msgpack"
+    write_cassette(big, bench.synthesize(read_cassette(recorded.cassette), 10_000), redactor=None)  # type: ignore[attr-defined]
+    page = show_html(big, tmp_path / "big.html")
+    dom = dump_dom(BROWSER, page.as_uri() + "#expand=12", timeout=240)
+    assert 'data-ready="1"' in dom and "10000 calls" in dom
+    first_rows = int(re.search(r'data-first-rows-ms="(\d+)"', dom).group(1))  # type: ignore[union-attr]
+    print(f"10,000 calls: {page.stat().st_size / 2**20:.1f} MiB of HTML, first rows after {first_rows} ms")
+    assert "ExporterService/DriverCall" in dom  # call 12's tunnel expanded
+    assert dom.count('class="row') < 1000  # rows are rendered in batches, not all 10,000
+    screenshot(BROWSER, page.as_uri() + "#expand=12", tmp_path / "big.png")
+    assert first_rows < 3000
