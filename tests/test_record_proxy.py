@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ import jsreplay
 from jsreplay.cassette.format import read_cassette
 from jsreplay.cassette.model import Call, CancelSource, ClientHalfClose, Role
 from jsreplay.grpc_options import CHANNEL_OPTIONS
-from jsreplay.record import RecordingProxy
+from jsreplay.record import RecordConfig, RecordingProxy, UpstreamTrust
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 30
@@ -257,3 +258,71 @@ async def test_64_concurrent_router_streams_of_4_mib_are_byte_exact(
         assert (sent, got) in {(a, b) for a, b in payloads.values()} | {(b, a) for a, b in payloads.values()}
         assert c.start.target == upstream.endpoint
         assert any(isinstance(e, ClientHalfClose) for e in c.events)
+
+
+async def test_stop_ends_every_open_call_with_a_cancel_by_the_proxy(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Open server and bidi streams and a unary call in flight: stop() ends each one and records it."""
+    cassette = tmp_path / "stopped.msgpack"
+    proxy = RecordingProxy(
+        RecordConfig(
+            upstream=upstream.endpoint, cassette=cassette, upstream_trust=UpstreamTrust(ca_pem=upstream.ca_pem)
+        )
+    )
+    await proxy.start()
+    assert proxy.ca_pem is not None
+    credentials = grpc.ssl_channel_credentials(root_certificates=proxy.ca_pem)
+    async with grpc.aio.secure_channel(proxy.endpoint, credentials, options=CHANNEL_OPTIONS) as ch:
+        with anyio.fail_after(WAIT_S):
+            stream = ch.unary_stream(SERVER_STREAM)(b"39")  # 39 messages, then stays open
+            for _ in range(39):
+                await stream.read()
+            chat = ch.stream_stream(UNKNOWN_BIDI)()
+            await chat.write(b"one")
+            assert await chat.read() == b"echo:one"
+            slow = ch.unary_unary(UNARY)(b"sleep")  # the upstream sleeps 30 s
+            while proxy.stats.open_calls < 3:
+                await asyncio.sleep(0.01)
+            await proxy.stop(grace=0.2, reason="test stopped")
+            for call in (stream, chat, slow):
+                assert await call.code() == grpc.StatusCode.UNAVAILABLE  # the peers get a status, not a reset
+                assert "test stopped" in (await call.details() or "")
+            while not {SERVER_STREAM, UNARY} <= set(upstream.cancelled):  # upstream calls cancelled too
+                await asyncio.sleep(0.05)
+    size = cassette.stat().st_size
+    await asyncio.sleep(0.2)
+    assert cassette.stat().st_size == size  # nothing written after the stop
+    assert proxy.error is None  # no write after close ("writer is closed")
+    assert proxy.stats.open_calls == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    calls = calls_of(proxy)
+    assert [c.method for c in calls] == [SERVER_STREAM, UNKNOWN_BIDI, UNARY]
+    for recorded in calls:
+        assert recorded.status is None
+        assert recorded.cancel is not None, recorded.method
+        assert (recorded.cancel.by, recorded.cancel.reason) == (CancelSource.PROXY, "test stopped")
+        assert recorded.events[-1] is recorded.cancel  # the end is the call's last event
+    assert len(calls[0].responses) == 39 and calls[1].requests == [b"one"]
+
+
+async def test_leaving_record_block_ends_open_streams_and_stop_twice_is_one_stop(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    async with jsreplay.recording(
+        upstream=upstream.endpoint, cassette=tmp_path / "c.msgpack", upstream_ca=upstream.ca_pem
+    ) as proxy:
+        assert proxy.ca_pem is not None
+        credentials = grpc.ssl_channel_credentials(root_certificates=proxy.ca_pem)
+        async with grpc.aio.secure_channel(proxy.endpoint, credentials, options=CHANNEL_OPTIONS) as ch:
+            with anyio.fail_after(WAIT_S):
+                chat = ch.stream_stream(UNKNOWN_BIDI)()
+                await chat.write(b"one")
+                assert await chat.read() == b"echo:one"
+                await asyncio.gather(proxy.stop(), proxy.stop())  # concurrent stops: one stop, both wait for it
+                assert await chat.code() == grpc.StatusCode.UNAVAILABLE
+    # ...and the block's own stop is a no-op.
+    assert proxy.error is None
+    [recorded] = calls_of(proxy)
+    assert recorded.cancel is not None and recorded.cancel.by is CancelSource.PROXY
+    assert recorded.cancel.reason == "jsreplay record stopped"

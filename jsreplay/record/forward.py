@@ -3,6 +3,11 @@
 Methods the schema knows are forwarded with their own stream kind (a unary call forwarded as a stream costs
 35-40% more CPU); methods it does not know are forwarded as bidi streams, which carries any kind. Messages
 are never decoded on this path except Dial/Listen responses, whose router endpoint is rewritten.
+
+Stopping is the handler's job, not gRPC's: `end_open_calls` lets unary calls finish within a grace period,
+then cancels each open call's task itself; the call records a cancel by the proxy, cancels its upstream call
+and answers its peer UNAVAILABLE, and returns normally. (Left to `grpc.aio.Server.stop`, the handler tasks are
+cancelled behind the proxy's back: they log tracebacks, and their ends race the recorder's close.)
 """
 
 from __future__ import annotations
@@ -43,6 +48,43 @@ HOP_BY_HOP = frozenset(
 )
 
 Handler = Callable[..., Awaitable[Any]]
+
+# How long calls cancelled by `end_open_calls` get to record their end and return.
+CANCEL_WAIT_S = 5.0
+
+
+class _OpenCall:
+    """A call being forwarded: its handler task, and whether the proxy's stop ended it.
+
+    The task is never cancelled while it sends to its peer (`sending`): a cancelled send leaves its gRPC batch
+    in flight, and the status gRPC then sends fails (a second send of initial metadata: TOO_MANY_OPERATIONS,
+    and the call hangs until the server gives up). The send finishes first, then the call ends.
+    """
+
+    __slots__ = ("cancelled", "sending", "stopped", "streaming", "task")
+
+    def __init__(self, task: asyncio.Task[Any], streaming: bool) -> None:
+        self.task = task
+        self.streaming = streaming
+        self.stopped = False  # the proxy's stop ended it
+        self.sending = False
+        self.cancelled = False  # its task was cancelled by the proxy (not gRPC)
+
+    def stop(self, reason: str) -> None:
+        self.stopped = True
+        if not self.sending and not self.task.done():
+            self.cancelled = True
+            self.task.cancel(reason)
+
+    async def send(self, sending: Awaitable[None]) -> None:
+        """Send to the peer (headers, a message), then end here if the proxy stopped meanwhile."""
+        self.sending = True
+        try:
+            await sending
+        finally:
+            self.sending = False
+        if self.stopped:
+            raise asyncio.CancelledError("the proxy is stopping")
 
 
 def as_metadata(metadata: Any) -> Metadata:
@@ -90,6 +132,53 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         self._channels = channels
         self._upstream = upstream
         self._routes = routes
+        self._calls: dict[int, _OpenCall] = {}
+        self._stopping: str | None = None  # why, once stopping began
+
+    # ------------------------------------------------------------------------------------------ stopping
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    def begin_stop(self, reason: str) -> None:
+        """Refuse calls from now on (UNAVAILABLE, recorded); calls already open go on."""
+        if self._stopping is None:
+            self._stopping = reason
+
+    async def end_open_calls(self, reason: str, *, grace: float = 0.0, hurry: asyncio.Event | None = None) -> None:
+        """End every open call, each recording its end: unary calls get `grace` seconds (or until `hurry` is set)
+        to finish on their own; streams, which may never end, and what is left after that are cancelled.
+
+        Calls that do not return within CANCEL_WAIT_S of being cancelled get their cancel recorded here.
+        """
+        self.begin_stop(reason)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while (hurry is None or not hurry.is_set()) and (remaining := deadline - loop.time()) > 0:
+            unary = {call.task for call in self._calls.values() if not call.streaming}
+            if not unary:
+                break
+            waiters: set[asyncio.Future[Any]] = set(unary)
+            hurried = asyncio.ensure_future(hurry.wait()) if hurry is not None else None
+            if hurried is not None:
+                waiters.add(hurried)
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if hurried is not None:
+                    hurried.cancel()
+        stopped = []
+        for call in list(self._calls.values()):
+            if not call.task.done():
+                call.stop(reason)
+                stopped.append(call.task)
+        if stopped:
+            await asyncio.wait(stopped, timeout=CANCEL_WAIT_S)
+        for call_id in self._recorder.open_calls():
+            # Only a call whose task did not return in time, or that was never tracked, gets here.
+            log.warning("call %d did not end when cancelled; recording its cancel", call_id)
+            self._recorder.cancel(call_id, CancelSource.PROXY, reason)
 
     # ------------------------------------------------------------------------------------------ dispatch
 
@@ -146,6 +235,9 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             target = await self._target(method, metadata)
         except RouteRefused as refused:
             target, refusal = "", refused
+        if self._stopping is not None:
+            target = ""
+            refusal = RouteRefused(grpc.StatusCode.UNAVAILABLE, f"jsreplay: {self._stopping}; not forwarding new calls")
         call_id = recorder.start_call(
             method=method,
             role=Role.ROUTER if method == ROUTER_STREAM else Role.CONTROLLER,
@@ -159,35 +251,69 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             recorder.status(call_id, refusal.code.value[0], refusal.details, ())
             await context.abort(refusal.code, refusal.details)
             return None
+        task = asyncio.current_task()
+        assert task is not None
+        this = self._calls[call_id] = _OpenCall(task, streaming=client_streams or server_streams)
+        try:
+            return await self._forward(call_id, target, method, kind, request, context, metadata, timeout)
+        except asyncio.CancelledError:
+            if not this.stopped:
+                raise  # the caller went away; _forward recorded it
+            # The proxy is stopping: the call was ended by `end_open_calls`, not by gRPC. The task ends normally
+            # (nothing more to await) and its peer gets a status instead of a reset.
+            if this.cancelled:
+                task.uncancel()
+            stopping = self._stopping or "jsreplay record stopped"
+            if recorder.is_open(call_id):  # not if end_open_calls gave up waiting and recorded it
+                recorder.cancel(call_id, CancelSource.PROXY, stopping)
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details(f"jsreplay: {stopping}")
+            return None
+        finally:
+            del self._calls[call_id]
+
+    async def _forward(
+        self,
+        call_id: int,
+        target: str,
+        method: str,
+        kind: StreamKind,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        metadata: Metadata,
+        timeout: float | None,
+    ) -> bytes | None:
+        recorder = self._recorder
+        client_streams = kind in (StreamKind.CLIENT_STREAMING, StreamKind.BIDI_STREAMING)
         if not client_streams:
             recorder.client_message(call_id, request)
             recorder.client_half_close(call_id)
 
-        try:
-            channel = await self._channels.get(target)
-        except UpstreamError as err:
-            details = f"jsreplay: upstream {target} unavailable: {err}"
-            recorder.status(call_id, grpc.StatusCode.UNAVAILABLE.value[0], details, ())
-            await context.abort(grpc.StatusCode.UNAVAILABLE, details)
-            return None
-
-        outgoing = forwardable(metadata)
-        call: Any
-        match kind:
-            case StreamKind.UNARY:
-                call = channel.unary_unary(method)(request, metadata=outgoing, timeout=timeout)
-            case StreamKind.SERVER_STREAMING:
-                call = channel.unary_stream(method)(request, metadata=outgoing, timeout=timeout)
-            case StreamKind.CLIENT_STREAMING:
-                call = channel.stream_unary(method)(metadata=outgoing, timeout=timeout)
-            case _:
-                call = channel.stream_stream(method)(metadata=outgoing, timeout=timeout)
-        upstream = _Upstream(call)
-
+        call: Any = None
         pump: asyncio.Task[None] | None = None
-        if client_streams:
-            pump = asyncio.create_task(self._pump_requests(call_id, context, call))
         try:
+            try:
+                channel = await self._channels.get(target)
+            except UpstreamError as err:
+                details = f"jsreplay: upstream {target} unavailable: {err}"
+                recorder.status(call_id, grpc.StatusCode.UNAVAILABLE.value[0], details, ())
+                await context.abort(grpc.StatusCode.UNAVAILABLE, details)
+                return None
+
+            outgoing = forwardable(metadata)
+            match kind:
+                case StreamKind.UNARY:
+                    call = channel.unary_unary(method)(request, metadata=outgoing, timeout=timeout)
+                case StreamKind.SERVER_STREAMING:
+                    call = channel.unary_stream(method)(request, metadata=outgoing, timeout=timeout)
+                case StreamKind.CLIENT_STREAMING:
+                    call = channel.stream_unary(method)(metadata=outgoing, timeout=timeout)
+                case _:
+                    call = channel.stream_stream(method)(metadata=outgoing, timeout=timeout)
+            upstream = _Upstream(call)
+
+            if client_streams:
+                pump = asyncio.create_task(self._pump_requests(call_id, context, call))
             response = await self._relay_responses(method, call_id, kind, call, context)
             initial, code, details, trailing = await upstream.outcome()
         except RouteRefused as refused:  # a Dial/Listen response that must not reach the caller
@@ -196,11 +322,12 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             await context.abort(refused.code, refused.details)
             return None
         except asyncio.CancelledError:
-            # The caller went away (cancel or its deadline): stop the upstream call too.
-            call.cancel()
-            if pump is not None:
-                pump.cancel()
-            recorder.cancel(call_id, CancelSource.CLIENT, "caller cancelled or its deadline passed")
+            # The caller went away (cancel or its deadline), or the proxy is stopping: stop the upstream call
+            # too. Which of the two it was, `forward` knows; a caller's cancel is recorded here.
+            if call is not None:
+                call.cancel()
+            if not self._is_stopped(call_id):
+                recorder.cancel(call_id, CancelSource.CLIENT, "caller cancelled or its deadline passed")
             raise
         finally:
             if pump is not None and not pump.done():
@@ -214,6 +341,17 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             return None
         context.set_trailing_metadata(forwardable(trailing))
         return response
+
+    async def _send(self, call_id: int, sending: Awaitable[None]) -> None:
+        call = self._calls.get(call_id)
+        if call is None:  # defensive: `forward` tracks every call it sends for
+            await sending
+        else:
+            await call.send(sending)
+
+    def _is_stopped(self, call_id: int) -> bool:
+        call = self._calls.get(call_id)
+        return call is not None and call.stopped
 
     async def _rewrite(self, call_id: int, method: str, data: bytes) -> bytes | None:
         """The message to forward in place of `data`, if rewritten. A refused one is recorded as received."""
@@ -237,7 +375,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             initial = as_metadata(await call.initial_metadata())
             recorder.server_headers(call_id, initial)
             if initial:
-                await context.send_initial_metadata(forwardable(initial))
+                await self._send(call_id, context.send_initial_metadata(forwardable(initial)))
             forwarded = await self._rewrite(call_id, method, response)
             recorder.server_message(call_id, response, forwarded)
             return forwarded if forwarded is not None else response
@@ -249,7 +387,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             return None
         if initial or not call.done():
             recorder.server_headers(call_id, initial)
-            await context.send_initial_metadata(forwardable(initial))
+            await self._send(call_id, context.send_initial_metadata(forwardable(initial)))
         while True:
             try:
                 message = await call.read()
@@ -259,7 +397,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 return None
             forwarded = await self._rewrite(call_id, method, message)
             recorder.server_message(call_id, message, forwarded)
-            await context.write(forwarded if forwarded is not None else message)
+            await self._send(call_id, context.write(forwarded if forwarded is not None else message))
 
     async def _pump_requests(self, call_id: int, context: grpc.aio.ServicerContext, call: Any) -> None:
         """Caller -> upstream, for client- and bidi-streaming calls."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -24,6 +25,9 @@ from jsreplay.record.upstream import UpstreamChannels, UpstreamTrust
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, parse_hostport
 
 STOP_GRACE_S = 2.0
+STOP_REASON = "jsreplay record stopped"
+# The last resort, should a call not end when the proxy cancels it: gRPC cancels what is left this much later.
+SERVER_STOP_BOUND_S = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +56,9 @@ class RecordingProxy(ServesEndpoint):
         self._bound: BoundServer | None = None
         self._recorder: Recorder | None = None
         self._channels = UpstreamChannels(config.upstream_trust)
+        self._handler: ForwardingHandler | None = None
+        self._hurry = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
         self.routes: RouterTable | None = None
 
     @property
@@ -97,25 +104,48 @@ class RecordingProxy(ServesEndpoint):
             raise
         self._recorder = Recorder(writer)
         self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses())
-        server.add_generic_rpc_handlers(
-            (
-                ForwardingHandler(
-                    recorder=self._recorder,
-                    registry=self._registry,
-                    channels=self._channels,
-                    upstream=config.upstream,
-                    routes=self.routes,
-                ),
-            )
+        self._handler = ForwardingHandler(
+            recorder=self._recorder,
+            registry=self._registry,
+            channels=self._channels,
+            upstream=config.upstream,
+            routes=self.routes,
         )
+        server.add_generic_rpc_handlers((self._handler,))
         await server.start()
         self._server, self._bound = server, bound
 
-    async def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Stop serving; calls still open get `grace` seconds to finish, then are cancelled and recorded so."""
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+    async def stop(self, grace: float = STOP_GRACE_S, *, reason: str = STOP_REASON) -> None:
+        """Stop: accept no more calls, end every open call and record its end, then close the cassette.
+
+        Unary calls still open get `grace` seconds to finish (less if `hurry()` is called); streams, which may
+        never end on their own (an exporter's Status and Listen, router streams), and whatever is left then are
+        cancelled by the proxy: the cassette gets a cancel by "proxy" with `reason`, the upstream call is
+        cancelled, the peer gets UNAVAILABLE. Safe to call more than once and concurrently; all callers wait
+        for the same stop, which goes on even if a caller is cancelled.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace, reason))
+        await asyncio.shield(self._stopping)
+
+    def hurry(self) -> None:
+        """Cut the grace of a stop in progress (or the next one) short: a second Ctrl-C."""
+        self._hurry.set()
+
+    async def _stop(self, grace: float, reason: str) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            assert self._handler is not None
+            # 1. Accept nothing more: the listening socket closes and peers get GOAWAY; a call already on its
+            #    way to the handler is refused there. gRPC would cancel what is still open after its grace,
+            #    behind the handler's back: give it more than the handler needs, as a last resort only.
+            self._handler.begin_stop(reason)
+            shutdown = asyncio.ensure_future(server.stop(grace + SERVER_STOP_BOUND_S))
+            # 2. End every open call, each recording its end.
+            await self._handler.end_open_calls(reason, grace=grace, hurry=self._hurry)
+            # 3. With no call left the server's shutdown completes at once.
+            await shutdown
+        # 4. Only now the upstream channels (no handler can be using them) and the cassette.
         await self._channels.close()
         if self._recorder is not None:
             self._recorder.close()

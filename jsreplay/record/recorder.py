@@ -3,6 +3,10 @@
 It runs on the proxy's event loop and writes synchronously: one `os.write` per event is cheaper than handing
 events to a thread, and it keeps the file in event order. A write failure (disk full) is reported once and
 recording stops, but forwarding goes on: the user's session is never broken by the recorder.
+
+It knows which calls are open: a call's end (status or cancel) is its last event, and `close()` is final. An
+event for a call that has already ended, or one that comes after `close()`, is not written (the proxy's stop
+ends every open call before it closes the recorder, so neither should happen; if one does, it is logged).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ class Recorder:
         self._t0 = time.monotonic_ns() - writer.resume.last_t_ns
         self._seq = writer.resume.next_seq
         self._next_call_id = writer.resume.next_call_id
+        self._open: set[int] = set()
         self._streaming: set[int] = set()
+        self._closed = False
         self.stats = RecorderStats()
         self.error: str | None = None
 
@@ -58,6 +64,24 @@ class Recorder:
     @property
     def bytes_written(self) -> int:
         return self._writer.bytes_written
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_open(self, call_id: int) -> bool:
+        """The call has started and not ended (no status or cancel recorded yet)."""
+        return call_id in self._open
+
+    def open_calls(self) -> list[int]:
+        return sorted(self._open)
+
+    def _accepts(self, call_id: int, what: str) -> bool:
+        if call_id in self._open and not self._closed:
+            return True
+        state = "after the recording was closed" if self._closed else "after the call ended"
+        log.warning("%s of call %d %s: not recorded", what, call_id, state)
+        return False
 
     def _emit(self, event: AnyEvent) -> None:
         if self.error is not None:
@@ -88,6 +112,10 @@ class Recorder:
     ) -> int:
         call_id = self._next_call_id
         self._next_call_id += 1
+        if self._closed:
+            log.warning("call %d (%s) started after the recording was closed: not recorded", call_id, method)
+            return call_id
+        self._open.add(call_id)
         self.stats.calls += 1
         self.stats.open_calls += 1
         if streaming:
@@ -107,36 +135,55 @@ class Recorder:
         return call_id
 
     def client_message(self, call_id: int, data: bytes) -> None:
+        if not self._accepts(call_id, "a client message"):
+            return
         self.stats.message_bytes += len(data)
         self._emit(ClientMessage(**self._head(call_id), data=data))
 
     def client_half_close(self, call_id: int) -> None:
+        if not self._accepts(call_id, "a half-close"):
+            return
         self._emit(ClientHalfClose(**self._head(call_id)))
 
     def server_headers(self, call_id: int, metadata: Metadata) -> None:
+        if not self._accepts(call_id, "server headers"):
+            return
         self._emit(ServerHeaders(**self._head(call_id), metadata=metadata))
 
     def server_message(self, call_id: int, data: bytes, forwarded: bytes | None = None) -> None:
+        if not self._accepts(call_id, "a server message"):
+            return
         self.stats.message_bytes += len(data)
         self._emit(ServerMessage(**self._head(call_id), data=data, forwarded=forwarded))
 
     def _end(self, call_id: int) -> None:
+        self._open.discard(call_id)
         self.stats.open_calls -= 1
         if call_id in self._streaming:
             self._streaming.discard(call_id)
             self.stats.open_streams -= 1
 
     def status(self, call_id: int, code: int, details: str, trailing_metadata: Metadata) -> None:
+        if not self._accepts(call_id, "a status"):
+            return
         if code != 0:
             self.stats.failed_calls += 1
         self._end(call_id)
         self._emit(Status(**self._head(call_id), code=code, details=details, trailing_metadata=trailing_metadata))
 
     def cancel(self, call_id: int, by: CancelSource, reason: str) -> None:
+        if not self._accepts(call_id, "a cancel"):
+            return
         self._end(call_id)
         self._emit(Cancel(**self._head(call_id), by=by, reason=reason))
 
     def close(self) -> None:
+        """Close the cassette. Calls still open stay without an end: end them first (the proxy's stop does)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._open:
+            log.warning("closing the recording with %d calls still open: %s", len(self._open), self.open_calls())
         try:
             self._writer.close()
         except OSError as err:

@@ -65,15 +65,21 @@ class UpstreamChannels:
         self._trust = trust
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is not None:
             return channel
         async with self._lock:
+            if self._closed:
+                raise UpstreamError("the proxy is stopping")
             channel = self._channels.get(target)
             if channel is None:
                 channel = await self._open(target)
+                if self._closed:  # closed while this one was being opened
+                    await channel.close(grace=None)
+                    raise UpstreamError("the proxy is stopping")
                 self._channels[target] = channel
             return channel
 
@@ -87,6 +93,7 @@ class UpstreamChannels:
         return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
     async def close(self) -> None:
+        self._closed = True
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close(grace=None)
