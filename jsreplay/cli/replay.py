@@ -14,7 +14,7 @@ import click
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 from jsreplay.cli.options import ignore_option, listen_options, listen_tls_options, upstream_options, upstream_trust
 from jsreplay.cli.progress import StatusLine
-from jsreplay.cli.record import run_until_stopped as run_recorder
+from jsreplay.cli.recording import run_until_stopped as run_recorder
 from jsreplay.inspect.values import printable
 from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
