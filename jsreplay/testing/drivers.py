@@ -88,7 +88,7 @@ def composite_drivers() -> Driver:
 # ---------------------------------------------------------------------------------------------------- client steps
 
 
-def power_echo_steps(root: DriverClient) -> dict[str, Any]:
+def power_echo_steps(root: Any) -> dict[str, Any]:
     power = root.children["power"]
     on, off = power.on(), power.off()
     readings = [(r.voltage, r.current) for r in power.read()]
@@ -96,7 +96,7 @@ def power_echo_steps(root: DriverClient) -> dict[str, Any]:
     return {"on": on, "off": off, "readings": readings, "echoed": echoed}
 
 
-def shell_steps(root: DriverClient) -> dict[str, Any]:
+def shell_steps(root: Any) -> dict[str, Any]:
     shell = root.children["shell"]
     methods = shell.call("get_methods")
     chunks = [tuple(chunk) for chunk in shell.streamingcall("call_method", "lines", {})]
@@ -104,7 +104,7 @@ def shell_steps(root: DriverClient) -> dict[str, Any]:
     return {"methods": methods, "chunks": chunks}
 
 
-def opendal_steps(root: DriverClient) -> dict[str, Any]:
+def opendal_steps(root: Any) -> dict[str, Any]:
     storage = root.children["storage"]
     storage.write_bytes("dir-a/file.bin", FILE_CONTENT)  # open -> fd, a resource stream, file_write(fd, handle)
     back = storage.read_bytes("dir-a/file.bin")
@@ -112,7 +112,7 @@ def opendal_steps(root: DriverClient) -> dict[str, Any]:
     return {"read_back": back == FILE_CONTENT, "exists": exists}
 
 
-def serial_steps(root: DriverClient) -> dict[str, Any]:
+def serial_steps(root: Any) -> dict[str, Any]:
     with root.children["serial"].stream() as stream:
         stream.send(SERIAL_MESSAGE)
         got = b""
@@ -121,7 +121,7 @@ def serial_steps(root: DriverClient) -> dict[str, Any]:
     return {"echoed": got}
 
 
-def composite_steps(root: DriverClient) -> dict[str, Any]:
+def composite_steps(root: Any) -> dict[str, Any]:
     board = root.children["board"]
     on = board.children["power"].on()
     readings = [(r.voltage, r.current) for r in board.children["power"].read()]
@@ -129,7 +129,7 @@ def composite_steps(root: DriverClient) -> dict[str, Any]:
     return {"on": on, "readings": readings, "echoed": echoed}
 
 
-def _echo(echo: DriverClient, payload: bytes) -> bytes:
+def _echo(echo: Any, payload: bytes) -> bytes:
     echoed = bytearray()
     with echo.stream() as stream:
         for offset in range(0, len(payload), ECHO_CHUNK):

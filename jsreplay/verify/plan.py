@@ -33,6 +33,7 @@ from jsreplay.replay.script import Script
 from jsreplay.session.tokens import bearer_token
 from jsreplay.session.tunnels import RecordedTunnel, TunnelSide, better_carrier, decode_router_call
 from jsreplay.tunnel.calls import InnerCall
+from jsreplay.verify.handles import Place, find_handouts
 
 
 class TunnelKind(enum.Enum):
@@ -50,6 +51,7 @@ class PlannedTunnel:
     calls: list[InnerCall] = field(default_factory=list)  # inner calls with a method, in stream-id order
     index: int | None = None  # session tunnels: 0, 1, ... in start order (the `[n]` of report paths)
     reason: str = ""  # why a tunnel is skipped, or how its decoding stopped early
+    handouts: list[Place] = field(default_factory=list)  # values the exporter handed out and the client sent back
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Plan:
     tunnels: dict[str, PlannedTunnel]
     recorded_reports: list[dict[str, Any]]  # decoded driver reports (Register requests, GetReport responses)
     exporter: str = ""  # "namespace/name" the recording's exporter used, when known
+    end_seqs: dict[str, int] = field(default_factory=dict)  # script key -> seq of its recorded status
 
     def tunnel_by_start(self) -> list[PlannedTunnel]:
         return sorted(self.tunnels.values(), key=lambda t: t.start_seq)
@@ -82,7 +85,10 @@ def load_plan(cassette: Path) -> Plan:
     starts: dict[str, int] = {}
     reports: list[dict[str, Any]] = []
     exporter = ""
+    end_seqs: dict[str, int] = {}
     for call in loaded.calls():
+        if call.status is not None:
+            end_seqs[f"{path.name}#{call.call_id}"] = call.status.seq
         if call.method != ROUTER_STREAM or call.role is not Role.ROUTER:
             if call.method == REGISTER:
                 exporter = exporter or _identity(call)
@@ -107,7 +113,13 @@ def load_plan(cassette: Path) -> Plan:
             kind = TunnelKind.SESSION
         reason = tunnel.error or ("" if kind is not TunnelKind.SKIP else "no inner call decoded")
         tunnels[token] = PlannedTunnel(
-            token=token, key=key, start_seq=starts[token], kind=kind, calls=calls, reason=reason
+            token=token,
+            key=key,
+            start_seq=starts[token],
+            kind=kind,
+            calls=calls,
+            reason=reason,
+            handouts=find_handouts(registry, calls) if kind is TunnelKind.SESSION else [],
         )
         for inner in calls:
             if inner.method == GET_REPORT:
@@ -126,6 +138,7 @@ def load_plan(cassette: Path) -> Plan:
         tunnels=tunnels,
         recorded_reports=reports,
         exporter=exporter,
+        end_seqs=end_seqs,
     )
 
 

@@ -303,7 +303,12 @@ class VerifyHandler(grpc.GenericRpcHandler):
         port = await listener.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=INNER_CHANNEL_OPTIONS)
         session = TunnelSession(
-            run.planned.calls, self.registry, self.uuids, timeout=self.config.timeout, on_activity=self.activity
+            run.planned.calls,
+            self.registry,
+            self.uuids,
+            timeout=self.config.timeout,
+            handouts=run.planned.handouts,
+            on_activity=self.activity,
         )
         run.session = session
         pumps: list[asyncio.Task[None]] = []
