@@ -267,6 +267,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, outcome.explanation)
                 return None
             script = fallback
+            self.happen(script.key, "start")  # it stands for the recorded call in the causal order
         if kind is StreamKind.SERVER_STREAMING:
             await self._stream(method, script, context)
             return None
