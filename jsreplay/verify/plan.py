@@ -48,6 +48,7 @@ class PlannedTunnel:
     key: str  # the recording it comes from, e.g. "session.msgpack#12"
     start_seq: int  # when the tunnel's first end opened, in cassette order
     kind: TunnelKind
+    end_seq: int = 0  # the last event of either end, in cassette order
     calls: list[InnerCall] = field(default_factory=list)  # inner calls with a method, in stream-id order
     index: int | None = None  # session tunnels: 0, 1, ... in start order (the `[n]` of report paths)
     reason: str = ""  # why a tunnel is skipped, or how its decoding stopped early
@@ -83,6 +84,7 @@ def load_plan(cassette: Path) -> Plan:
     scripts = [s for s in library.scripts if _is_exporters(s)]
     decoded: dict[str, tuple[RecordedTunnel, Call]] = {}
     starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
     reports: list[dict[str, Any]] = []
     exporter = ""
     end_seqs: dict[str, int] = {}
@@ -97,6 +99,7 @@ def load_plan(cassette: Path) -> Plan:
             continue
         token = bearer_token(call.start.metadata) or ""
         starts[token] = min(starts.get(token, call.start.seq), call.start.seq)
+        ends[token] = max(ends.get(token, 0), max((e.seq for e in call.events), default=call.start.seq))
         tunnel = decode_router_call(call, registry)
         current = decoded.get(token)
         if better_carrier(current[0].side if current else None, tunnel.side):
@@ -116,6 +119,7 @@ def load_plan(cassette: Path) -> Plan:
             token=token,
             key=key,
             start_seq=starts[token],
+            end_seq=ends[token],
             kind=kind,
             calls=calls,
             reason=reason,
