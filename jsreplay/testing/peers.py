@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -201,8 +201,9 @@ def client_config(
     insecure: bool = False,
     grpc_options: Mapping[str, str | int] | None = None,
     timeout: float = 60.0,
+    allow: Sequence[str] | None = None,
 ) -> ClientConfigV1Alpha1:
-    """A real client config for `endpoint`, allowing the power, network and core driver clients."""
+    """A real client config for `endpoint`, allowing the power, network and core driver clients (or `allow`)."""
     return ClientConfigV1Alpha1(
         alias="jsreplay",
         metadata=ObjectMeta(namespace=namespace, name=name),
@@ -210,7 +211,7 @@ def client_config(
         token=token,
         tls=_tls_config(ca_pem, insecure),
         grpcOptions=dict(grpc_options or {}),
-        drivers=ClientConfigV1Alpha1Drivers(allow=_ALLOWED_DRIVER_CLIENTS, unsafe=False),
+        drivers=ClientConfigV1Alpha1Drivers(allow=list(allow or _ALLOWED_DRIVER_CLIENTS), unsafe=False),
         leases=ClientConfigV1Alpha1Lease(
             acquisition_timeout=max(5, int(timeout)), dial_timeout=min(30.0, timeout), retry_timeout=0
         ),

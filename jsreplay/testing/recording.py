@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ SCENARIO_TIMEOUT_S = 90.0
 @dataclass(frozen=True)
 class RecordedRun:
     cassette: Path
-    result: ScenarioResult
+    result: ScenarioResult | Any  # what `client_side` returned, when given
     cluster_calls: dict[str, int]  # method -> how many calls the cluster served
     secrets: tuple[str, ...]  # every bearer and router token the run used: none may reach the cassette
 
@@ -37,8 +37,13 @@ async def record_scenario(
     labels: Mapping[str, str] = LABELS,
     selector: str = SELECTOR,
     redact: bool = True,
+    client_side: Callable[..., Awaitable[Any]] | None = None,
 ) -> RecordedRun:
-    """Run the full real-client scenario with both peers going through one recording proxy."""
+    """Run the full real-client scenario with both peers going through one recording proxy.
+
+    `client_side`: another client side, called as `run_client_scenario` is (endpoint, token, ca_pem, name=,
+    selector=), e.g. `jsreplay.testing.drivers.DriverScenario.client()`; its return value is `result`.
+    """
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with FakeCluster(**(cluster_kwargs or {})) as cluster:
             async with recording(
@@ -48,7 +53,7 @@ async def record_scenario(
                 client = cluster.new_client(client_name)
                 async with run_exporter(proxy.endpoint, exporter.token, proxy.ca_pem, exporter.name, drivers=drivers):
                     await cluster.wait_exporter_available(exporter.name)
-                    result = await run_client_scenario(
+                    result = await (client_side or run_client_scenario)(
                         proxy.endpoint, client.token, proxy.ca_pem, name=client.name, selector=selector
                     )
                     await cluster.wait_exporter_available(exporter.name)

@@ -101,8 +101,8 @@ class RouterBridge:
                     self._response(payload=data, frame_type=RouterFrameType.DATA).SerializeToString()
                 )
                 self._on_activity()
-        except (ConnectionError, OSError) as err:
-            log.debug("inner connection read ended: %s", err)
+        except Exception as err:  # the socket closed, or the exporter's stream ended under a write
+            log.debug("inner connection read ended: %r", err)
         finally:
             await self.send_goaway()
 
@@ -122,8 +122,8 @@ class RouterBridge:
                         await writer.drain()
                 elif frame.frame_type == RouterFrameType.GOAWAY:
                     break
-        except (ConnectionError, OSError) as err:
-            log.debug("inner connection write ended: %s", err)
+        except Exception as err:  # the socket closed, or the exporter's stream ended or sent garbage
+            log.debug("inner connection write ended: %r", err)
         finally:
             self.exporter_ended.set()
             with contextlib.suppress(OSError):
@@ -140,5 +140,7 @@ class RouterBridge:
                 self._on_activity()
                 if self._request.FromString(message).frame_type == RouterFrameType.GOAWAY:
                     break
+        except Exception as err:  # the stream ended under the read, or a frame does not decode
+            log.debug("router stream drain ended: %r", err)
         finally:
             self.exporter_ended.set()

@@ -33,6 +33,7 @@ from jsreplay.replay.script import Script
 from jsreplay.session.tokens import bearer_token
 from jsreplay.session.tunnels import RecordedTunnel, TunnelSide, better_carrier, decode_router_call
 from jsreplay.tunnel.calls import InnerCall
+from jsreplay.verify.handles import Place, find_handouts
 
 
 class TunnelKind(enum.Enum):
@@ -47,9 +48,11 @@ class PlannedTunnel:
     key: str  # the recording it comes from, e.g. "session.msgpack#12"
     start_seq: int  # when the tunnel's first end opened, in cassette order
     kind: TunnelKind
+    end_seq: int = 0  # the last event of either end, in cassette order
     calls: list[InnerCall] = field(default_factory=list)  # inner calls with a method, in stream-id order
     index: int | None = None  # session tunnels: 0, 1, ... in start order (the `[n]` of report paths)
     reason: str = ""  # why a tunnel is skipped, or how its decoding stopped early
+    handouts: list[Place] = field(default_factory=list)  # values the exporter handed out and the client sent back
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Plan:
     tunnels: dict[str, PlannedTunnel]
     recorded_reports: list[dict[str, Any]]  # decoded driver reports (Register requests, GetReport responses)
     exporter: str = ""  # "namespace/name" the recording's exporter used, when known
+    end_seqs: dict[str, int] = field(default_factory=dict)  # script key -> seq of its recorded status
 
     def tunnel_by_start(self) -> list[PlannedTunnel]:
         return sorted(self.tunnels.values(), key=lambda t: t.start_seq)
@@ -80,9 +84,13 @@ def load_plan(cassette: Path) -> Plan:
     scripts = [s for s in library.scripts if _is_exporters(s)]
     decoded: dict[str, tuple[RecordedTunnel, Call]] = {}
     starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
     reports: list[dict[str, Any]] = []
     exporter = ""
+    end_seqs: dict[str, int] = {}
     for call in loaded.calls():
+        if call.status is not None:
+            end_seqs[f"{path.name}#{call.call_id}"] = call.status.seq
         if call.method != ROUTER_STREAM or call.role is not Role.ROUTER:
             if call.method == REGISTER:
                 exporter = exporter or _identity(call)
@@ -91,6 +99,7 @@ def load_plan(cassette: Path) -> Plan:
             continue
         token = bearer_token(call.start.metadata) or ""
         starts[token] = min(starts.get(token, call.start.seq), call.start.seq)
+        ends[token] = max(ends.get(token, 0), max((e.seq for e in call.events), default=call.start.seq))
         tunnel = decode_router_call(call, registry)
         current = decoded.get(token)
         if better_carrier(current[0].side if current else None, tunnel.side):
@@ -107,7 +116,14 @@ def load_plan(cassette: Path) -> Plan:
             kind = TunnelKind.SESSION
         reason = tunnel.error or ("" if kind is not TunnelKind.SKIP else "no inner call decoded")
         tunnels[token] = PlannedTunnel(
-            token=token, key=key, start_seq=starts[token], kind=kind, calls=calls, reason=reason
+            token=token,
+            key=key,
+            start_seq=starts[token],
+            end_seq=ends[token],
+            kind=kind,
+            calls=calls,
+            reason=reason,
+            handouts=find_handouts(registry, calls) if kind is TunnelKind.SESSION else [],
         )
         for inner in calls:
             if inner.method == GET_REPORT:
@@ -126,6 +142,7 @@ def load_plan(cassette: Path) -> Plan:
         tunnels=tunnels,
         recorded_reports=reports,
         exporter=exporter,
+        end_seqs=end_seqs,
     )
 
 

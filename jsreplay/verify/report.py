@@ -17,6 +17,8 @@ from jsreplay.protocol.wire import short_method
 JSON_FORMAT = "jsreplay-verify/1"
 JSON_MAX_BYTES = 256
 TEXT_VALUE = 80  # characters of a value shown in text output
+TEXT_DIFFERENCES = 8  # differences shown per call in text output (JSON has them all)
+TEXT_EXPLANATION = 300  # characters of a controller miss's explanation in text output
 
 
 class Verdict(enum.Enum):
@@ -56,6 +58,7 @@ class TunnelReport:
     kind: str  # session, probe, skip, unknown
     state: TunnelState
     detail: str = ""
+    count: int = 1  # extra streams alike are folded into one report
 
     @property
     def problem(self) -> bool:
@@ -67,6 +70,25 @@ class ControllerMiss:
     method: str
     explanation: str  # the matcher's: which recording is nearest and how the request differs
     served: str | None  # the recording verify answered with anyway, so the exporter could go on
+    count: int = 1  # misses alike (method, explanation, served) are folded into one
+
+
+def fold_misses(misses: list[ControllerMiss]) -> list[ControllerMiss]:
+    """Repeated misses as one, with a count, in first-seen order."""
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for m in misses:
+        key = (m.method, m.explanation, m.served)
+        counts[key] = counts.get(key, 0) + m.count
+    return [ControllerMiss(method, text, served, count=n) for (method, text, served), n in counts.items()]
+
+
+def fold_tunnels(tunnels: list[TunnelReport]) -> list[TunnelReport]:
+    """Repeated tunnel reports (extra streams) as one, with a count, in first-seen order."""
+    counts: dict[tuple[str, str, TunnelState, str], int] = {}
+    for t in tunnels:
+        key = (t.recording, t.kind, t.state, t.detail)
+        counts[key] = counts.get(key, 0) + t.count
+    return [TunnelReport(r, k, s, d, count=n) for (r, k, s, d), n in counts.items()]
 
 
 @dataclass
@@ -77,7 +99,9 @@ class VerifyReport:
     tunnels: list[TunnelReport] = field(default_factory=list)
     misses: list[ControllerMiss] = field(default_factory=list)
     controller_calls: int = 0  # controller calls the exporter made
-    unused: list[tuple[str, str]] = field(default_factory=list)  # exporter recordings never asked for
+    unused: list[tuple[str, str]] = field(default_factory=list)  # exporter recordings not due before the end
+    # The exporter's recorded controller calls, due before the last event verify played, that it did not make.
+    missing_controller: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -88,8 +112,9 @@ class VerifyReport:
         counts[Verdict.MISSING.value] += sum(
             1 for t in self.tunnels if t.state is TunnelState.NOT_OPENED and t.kind != "session"
         )
-        counts[Verdict.EXTRA.value] += sum(1 for t in self.tunnels if t.state is TunnelState.EXTRA)
-        counts["controller_misses"] = len(self.misses)
+        counts[Verdict.MISSING.value] += len(self.missing_controller)
+        counts[Verdict.EXTRA.value] += sum(t.count for t in self.tunnels if t.state is TunnelState.EXTRA)
+        counts["controller_misses"] = sum(m.count for m in self.misses)
         return counts
 
     @property
@@ -98,6 +123,7 @@ class VerifyReport:
         return (
             all(c.verdict is Verdict.SAME for c in self.calls)
             and not self.misses
+            and not self.missing_controller
             and not any(t.problem for t in self.tunnels)
         )
 
@@ -133,12 +159,22 @@ class VerifyReport:
                 for c in self.calls
             ],
             "tunnels": [
-                {"recording": t.recording, "kind": t.kind, "state": t.state.value, "detail": t.detail}
+                {
+                    "recording": t.recording,
+                    "kind": t.kind,
+                    "state": t.state.value,
+                    "detail": t.detail,
+                    **({"count": t.count} if t.count != 1 else {}),
+                }
                 for t in self.tunnels
             ],
             "controller": {
                 "calls": self.controller_calls,
-                "misses": [{"method": m.method, "explanation": m.explanation, "served": m.served} for m in self.misses],
+                "misses": [
+                    {"method": m.method, "explanation": m.explanation, "served": m.served, "count": m.count}
+                    for m in self.misses
+                ],
+                "missing": [{"recording": k, "method": m} for k, m in self.missing_controller],
                 "unused": [{"recording": k, "method": m} for k, m in self.unused],
             },
             "notes": self.notes,
@@ -160,19 +196,26 @@ class VerifyReport:
         for tunnel in self.tunnels:
             detail = f": {tunnel.detail}" if tunnel.detail else ""
             label = f"{tunnel.kind} tunnel {tunnel.recording}" if tunnel.recording else "router stream"
-            text = f"  {label} {tunnel.state.value.replace('_', ' ')}{detail}"
+            times = f" (x{tunnel.count})" if tunnel.count != 1 else ""
+            text = f"  {label} {tunnel.state.value.replace('_', ' ')}{times}{detail}"
             lines.append(paint(text, fg="red") if tunnel.problem else text)
         for call in self.calls:
             verdict = paint(f"{call.verdict.value:<9}", fg=colours[call.verdict], bold=call.verdict is not Verdict.SAME)
             lines.append(f"  {verdict} {call.path}" + (f"  ({call.reason})" if call.reason else ""))
-            for d in call.differences:
+            for d in call.differences[:TEXT_DIFFERENCES]:
                 where = d.path[len(call.path) :] if d.path.startswith(call.path) else d.path
                 lines.append(f"              {where or '(call)'}: {_change(d)}")
+            if len(call.differences) > TEXT_DIFFERENCES:
+                lines.append(f"              … and {len(call.differences) - TEXT_DIFFERENCES} more (--format json)")
+        for key, method in self.missing_controller:
+            lines.append(paint(f"  missing   {short_method(method)} {key}  (recorded, not made)", fg="red"))
         if self.misses:
-            lines.append(paint(f"  controller calls the cassette did not expect: {len(self.misses)}", fg="red"))
+            total = sum(m.count for m in self.misses)
+            lines.append(paint(f"  controller calls the cassette did not expect: {total}", fg="red"))
             for miss in self.misses:
                 served = f" (answered with {miss.served})" if miss.served else " (refused)"
-                lines.append(f"    {short_method(miss.method)}{served}: {miss.explanation}")
+                times = f" x{miss.count}" if miss.count != 1 else ""
+                lines.append(f"    {short_method(miss.method)}{times}{served}: {_cut(miss.explanation)}")
         for note in self.notes:
             lines.append(f"  note: {note}")
         counts = self.counts()
@@ -180,9 +223,13 @@ class VerifyReport:
         result = "SAME" if self.same else "DIFFERENT"
         lines.append(
             paint(f"result: {result}", fg="green" if self.same else "red", bold=True)
-            + f" ({summary}; {len(self.misses)} unexpected controller calls of {self.controller_calls})"
+            + f" ({summary}; {counts['controller_misses']} unexpected controller calls of {self.controller_calls})"
         )
         return "\n".join(lines) + "\n"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TEXT_EXPLANATION else text[: TEXT_EXPLANATION - 1] + "…"
 
 
 def _value(value: Any) -> str:

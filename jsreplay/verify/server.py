@@ -47,11 +47,19 @@ from jsreplay.replay.playback import play, sendable
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.optional import is_optional
 from jsreplay.session.tokens import bearer_token
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge
 from jsreplay.verify.compare import compare_call
 from jsreplay.verify.plan import Plan, PlannedTunnel, TunnelKind, load_plan
-from jsreplay.verify.report import ControllerMiss, TunnelReport, TunnelState, VerifyReport
+from jsreplay.verify.report import (
+    ControllerMiss,
+    TunnelReport,
+    TunnelState,
+    VerifyReport,
+    fold_misses,
+    fold_tunnels,
+)
 from jsreplay.verify.session import LiveCall, TunnelSession
 from jsreplay.verify.uuids import UuidMap
 
@@ -61,6 +69,8 @@ DEFAULT_TIMEOUT_S = 30.0
 SETTLE_QUIET_S = 0.5  # after the last held message: how long without controller calls ends the session
 SETTLE_LIMIT_S = 5.0
 PROBE_LINGER_S = 5.0  # how long a probe or an extra stream may take to close after our GOAWAY
+REOPEN_CAP = 3  # re-opened streams held open per method; more are refused (and all are reported once)
+RUN_LIMIT_STEPS = 4  # the whole session, once the exporter is connected, takes at most this many timeouts
 
 
 class VerifyError(Exception):
@@ -119,6 +129,19 @@ class VerifyHandler(grpc.GenericRpcHandler):
         self.last_activity = time.monotonic()
         self.last_controller = time.monotonic()
         self._changed = asyncio.Event()
+        # The recorded exporter's controller events, (script key, what, index) -> seq: its call starts, and the
+        # messages and ends of its streams. A streamed event goes out once the messages and ends before it have.
+        self.events: dict[tuple[str, str, int], int] = {}
+        self.happened: set[tuple[str, str, int]] = set()
+        for script in plan.scripts:
+            self.events[(script.key, "start", 0)] = script.start_seq
+            if self.registry.kind_of(script.method) is StreamKind.SERVER_STREAMING:
+                for i, response in enumerate(script.responses):
+                    self.events[(script.key, "message", i)] = response.seq
+                if script.key in plan.end_seqs:
+                    self.events[(script.key, "end", 0)] = plan.end_seqs[script.key]
+        self.reopened: dict[str, int] = {}  # streams the exporter opened again after their recordings were used
+        self.optional: list[str] = []  # optional RPCs the cassette does not have, answered UNIMPLEMENTED
 
     # ------------------------------------------------------------------------------------------ progress
 
@@ -135,12 +158,30 @@ class VerifyHandler(grpc.GenericRpcHandler):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), max(0.0, timeout))
 
-    def tunnels_done(self, before_seq: int | None = None) -> bool:
-        return all(
-            run.done or run.gave_up
+    def tunnels_done(self) -> bool:
+        return all(run.done or run.gave_up for run in self.runs.values())
+
+    def happen(self, key: str, what: str, index: int = 0) -> None:
+        self.happened.add((key, what, index))
+        self.activity()
+
+    def waiting_for(self, key: str, seq: int) -> list[str]:
+        """What the recording had done before `seq` that has not happened live (other calls than `key`): the
+        messages and ends of the exporter's other streams, and tunnels that had ended (a tunnel's start is not a
+        cause: the client's end opens as the Listen message goes out, racing it). The exporter's own unary calls are not
+        waited for: when they came before a message in the recording is a race of the recording (the 0.9.0
+        exporter reports LEASE_READY after its Listen stream has yielded, and a recording may show it before)."""
+        pending = [
+            f"{what} {index} of {k}" if what == "message" else f"{what} of {k}"
+            for (k, what, index), at in self.events.items()
+            if at < seq and k != key and what != "start" and (k, what, index) not in self.happened
+        ]
+        pending.extend(
+            f"tunnel {run.planned.key}"
             for run in self.runs.values()
-            if before_seq is None or run.planned.start_seq < before_seq
+            if run.planned.end_seq < seq and not (run.done or run.gave_up)
         )
+        return pending
 
     def give_up(self) -> None:
         """The exporter stopped making progress: stop waiting for tunnels it has not finished."""
@@ -200,6 +241,24 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 self.live_reports.extend(r for r in reports if isinstance(r, dict))
         outcome = self.matcher.match(method, first)
         script = outcome.script
+        if script is not None and not outcome.repeated:
+            self.happen(script.key, "start")
+        if script is None and kind is StreamKind.SERVER_STREAMING and self._used_up(method, first):
+            # A stream opened again after its recordings were played (the exporter retries Listen and Status
+            # when they end): a controller would hold it open with nothing new to say; verify does the same.
+            count = self.reopened.get(method, 0) + 1
+            self.reopened[method] = count
+            if count > REOPEN_CAP:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "jsreplay verify: re-opened too often")
+                return None
+            await self.closing.wait()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "jsreplay verify: finished")
+            return None
+        if script is None and is_optional(method) and self._fallback(method) is None:
+            # An optional RPC the recorded session did not make: answered as a controller without it would.
+            self.optional.append(method)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not in the cassette")
+            return None
         if script is None:
             fallback = self._fallback(method)
             log.warning("%s", outcome.explanation)
@@ -208,6 +267,7 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, outcome.explanation)
                 return None
             script = fallback
+            self.happen(script.key, "start")  # it stands for the recorded call in the causal order
         if kind is StreamKind.SERVER_STREAMING:
             await self._stream(method, script, context)
             return None
@@ -217,20 +277,32 @@ class VerifyHandler(grpc.GenericRpcHandler):
             script, kind, context, first_request=first, rewrite=lambda data: self.rewriter.rewrite(method, data)
         )
 
+    def _used_up(self, method: str, first: bytes | None) -> bool:
+        """Whether a recording of `method` matches `first` but has been served already."""
+        return any(
+            used and not self.matcher.differences(s, first) for s, used in self.matcher.scripts() if s.method == method
+        )
+
     async def _stream(self, method: str, script: Script, context: grpc.aio.ServicerContext) -> None:
         if script.initial_metadata is not None:
             await context.send_initial_metadata(sendable(script.initial_metadata))
-        for response in script.responses:
-            if method != LISTEN:
-                await self._hold(response.seq)
+        for i, response in enumerate(script.responses):
+            await self._hold(script.key, response.seq, f"{short_method(method)} message {i}")
             if self.closing.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "jsreplay verify: finished")
             data = self.rewriter.rewrite(method, response.data)
             if method == LISTEN and not self._announce(response.data):
+                self.happen(script.key, "message", i)
                 continue
             await context.write(data)
             self.last_controller = time.monotonic()
-            self.activity()
+            self.happen(script.key, "message", i)
+        end = self.plan.end_seqs.get(script.key)
+        if script.code is not None and end is not None:
+            # The end of a stream is an event like its messages: a Listen that a controller ended at the end
+            # of the lease ends only after the lease has ended here too (else the exporter opens it again).
+            await self._hold(script.key, end, f"the end of {short_method(method)}")
+        self.happen(script.key, "end")
         if script.code is None:
             # The recorded exporter cancelled this stream (Status, Listen): the live one will too, or verify
             # ends it when it stops (ending it here rather than letting the server cancel the handler, which
@@ -242,13 +314,20 @@ class VerifyHandler(grpc.GenericRpcHandler):
             await context.abort(code, script.details, trailing_metadata=sendable(script.trailing_metadata))
         context.set_trailing_metadata(sendable(script.trailing_metadata))
 
-    async def _hold(self, seq: int) -> None:
-        """Hold a streamed message until the tunnels that opened before it in the recording are done."""
-        if self.tunnels_done(seq):
+    async def _hold(self, key: str, seq: int, what: str) -> None:
+        """Hold a streamed event of recording `key` until what came before it in the recording has happened:
+        the exporter's earlier controller calls, the earlier messages and ends of its other streams, and the
+        tunnels opened before it (driven to their end). Gives up after the timeout without progress."""
+        if not self.waiting_for(key, seq):
             return
         self.held += 1
         try:
-            while not self.tunnels_done(seq) and not self.closing.is_set():
+            while (pending := self.waiting_for(key, seq)) and not self.closing.is_set():
+                if time.monotonic() - self.last_activity >= self.config.timeout:
+                    self.notes.append(
+                        f"{what} sent after {self.config.timeout:g}s without progress, before: {', '.join(pending[:3])}"
+                    )
+                    return
                 await self.changed(1.0)
         finally:
             self.held -= 1
@@ -303,7 +382,12 @@ class VerifyHandler(grpc.GenericRpcHandler):
         port = await listener.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=INNER_CHANNEL_OPTIONS)
         session = TunnelSession(
-            run.planned.calls, self.registry, self.uuids, timeout=self.config.timeout, on_activity=self.activity
+            run.planned.calls,
+            self.registry,
+            self.uuids,
+            timeout=self.config.timeout,
+            handouts=run.planned.handouts,
+            on_activity=self.activity,
         )
         run.session = session
         pumps: list[asyncio.Task[None]] = []
@@ -376,10 +460,33 @@ class VerifyHandler(grpc.GenericRpcHandler):
                 )
             if planned.reason:
                 report.notes.append(f"tunnel {planned.key}: decoding stopped early: {planned.reason}")
-        report.tunnels.extend(self.extra)
-        report.misses = list(self.misses)
+        report.tunnels.extend(fold_tunnels(self.extra))
+        report.misses = fold_misses(self.misses)
+        for method, count in self.reopened.items():
+            report.misses.append(
+                ControllerMiss(
+                    method,
+                    f"opened again {count} time(s) after its recording was played (held open, as a controller"
+                    " would; more than "
+                    f"{REOPEN_CAP} refused)",
+                    None,
+                    count=count,
+                )
+            )
+        # The exporter's recorded controller calls that came before the last event verify played, not made.
+        horizon = max((self.events.get(e, 0) for e in self.happened if e[1] != "start"), default=0)
+        report.missing_controller = [
+            (s.key, s.method) for s, used in self.matcher.scripts() if not used and s.start_seq < horizon
+        ]
+        for method in dict.fromkeys(self.optional):
+            report.notes.append(
+                f"the exporter called {short_method(method)} (optional, not in the cassette): answered UNIMPLEMENTED"
+            )
         report.controller_calls = self.controller_calls
-        report.unused = [(s.key, s.method) for s, used in self.matcher.scripts() if not used]
+        missing = set(report.missing_controller)
+        report.unused = [
+            (s.key, s.method) for s, used in self.matcher.scripts() if not used and (s.key, s.method) not in missing
+        ]
         if self.uuids.unmatched:
             unmatched = ", ".join(sorted(set(self.uuids.unmatched)))
             report.notes.append(f"recorded drivers with no live driver at the same place: {unmatched}")
@@ -450,13 +557,20 @@ class Verifier(ServesEndpoint):
         except TimeoutError:
             raise VerifyError(f"no exporter connected to {self.endpoint} within {connect_timeout:g}s") from None
         step = self.config.timeout
+        deadline = time.monotonic() + RUN_LIMIT_STEPS * step
         while not handler.tunnels_done():
             idle = time.monotonic() - handler.last_activity
             if idle >= step:
                 log.warning("the exporter made no progress for %gs; reporting what happened", step)
                 handler.give_up()
                 break
-            await handler.changed(step - idle)
+            if time.monotonic() >= deadline:
+                handler.notes.append(
+                    f"verify stopped driving after {RUN_LIMIT_STEPS * step:g}s (--timeout x{RUN_LIMIT_STEPS})"
+                )
+                handler.give_up()
+                break
+            await handler.changed(min(step - idle, max(0.01, deadline - time.monotonic())))
         await self._settle(handler)
         return handler.report()
 

@@ -27,6 +27,7 @@ from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import GET_REPORT, GET_REPORT_RESPONSE, ROUTER_STREAM, STREAM_RESPONSE, RouterFrameType
 from jsreplay.tunnel.calls import InnerCall
 from jsreplay.tunnel.events import Metadata, application_metadata
+from jsreplay.verify.handles import Place, live_value, metadata_value
 from jsreplay.verify.uuids import UuidMap
 
 log = logging.getLogger("jsreplay.verify")
@@ -55,6 +56,7 @@ class LiveCall:
     end: LiveEnd = LiveEnd.NOT_SENT
     note: str = ""  # why it ended as it did, when that is not the exporter's status
     started: bool = False
+    headers: bool = False  # its initial metadata arrived
     half_closed: bool = False
     finished: bool = False
     data_bytes: int = 0  # byte streams: DATA payload bytes received
@@ -103,6 +105,8 @@ class _Measure:
             return False
         if before(rec.request_ended_seq) and not live.half_closed:
             return False
+        if before(rec.response_headers_seq) and not rec.trailers_only and not live.headers:
+            return False
         if self.byte_stream:
             got = [(b, c) for s, b, c in self._frames if before(s)]
             need_bytes, need_control = got[-1] if got else (0, 0)
@@ -132,9 +136,13 @@ class TunnelSession:
         uuids: UuidMap,
         *,
         timeout: float,
+        handouts: list[Place] | None = None,
         on_activity: Callable[[], None] = lambda: None,
     ) -> None:
         self.registry = registry
+        self._handouts: dict[tuple[int, str, int], list[Place]] = {}
+        for place in handouts or ():
+            self._handouts.setdefault((place.call, place.part, place.index), []).append(place)
         self.uuids = uuids
         self.timeout = timeout
         self.live = [LiveCall(recorded=c) for c in calls]
@@ -218,7 +226,7 @@ class TunnelSession:
         multicallable = channel.stream_stream(method, request_serializer=None, response_deserializer=None)
         call = multicallable(metadata=live.sent_metadata or None)
         live.started = True
-        self._readers.append(asyncio.create_task(self._read(call, live)))
+        self._readers.append(asyncio.create_task(self._read(call, live, index)))
         self._notify()
         for message in rec.request_messages:
             await self._barrier(message.seq)
@@ -261,14 +269,30 @@ class TunnelSession:
             self._open.append((call, live))
         self._notify()
 
-    async def _read(self, call: grpc.aio.StreamStreamCall, live: LiveCall) -> None:
+    def _learn_handouts(self, index: int, part: str, n: int, decoded: object) -> None:
+        for place in self._handouts.get((index, part, n), ()):
+            value = live_value(place, decoded)
+            if value is not None:
+                self.uuids.add(place.value, value)
+
+    async def _read(self, call: grpc.aio.StreamStreamCall, live: LiveCall, index: int) -> None:
         byte_stream = live.method == ROUTER_STREAM
+        _, response_type = self._types(live.method)
         try:
+            # Headers first: a resource stream's name the resource that later calls pass back.
+            live.initial_metadata = _metadata(await call.initial_metadata())
+            live.headers = True
+            self._learn_handouts(index, "metadata", 0, metadata_value(live.initial_metadata))
+            self._notify()
             while True:
                 message = await call.read()
                 if message is grpc.aio.EOF:
                     break
                 assert isinstance(message, bytes)
+                if not byte_stream and (index, "response", len(live.responses)) in self._handouts:
+                    with contextlib.suppress(ProtocolError):
+                        decoded = self.registry.decode(response_type, message) if response_type else None
+                        self._learn_handouts(index, "response", len(live.responses), decoded)
                 live.responses.append(message)
                 if byte_stream:
                     size, control = frame_measure(self.registry, message)
@@ -296,6 +320,7 @@ class TunnelSession:
                     live.initial_metadata = _metadata(await asyncio.wait_for(call.initial_metadata(), 0.5))
             if live.method == GET_REPORT and live.code == 0 and live.responses:
                 self._learn(live)
+            live.headers = True
             live.finished = True
             self._notify()
 

@@ -1,10 +1,11 @@
-"""Driver UUIDs: the recorded session's onto the live exporter's, and recorded requests rewritten to address them.
+"""Driver UUIDs and handed-out values: the recorded session's onto the live exporter's, in every recorded request.
 
 An exporter makes new driver UUIDs for every session, and the client echoes them from GetReport in DriverCall,
 StreamingDriverCall and the `request` metadata of byte streams. Verify replays the recorded client, so before a
 recorded request goes out, every recorded driver UUID in it is replaced by the UUID of the same driver in the
 live exporter. "The same driver" is the one at the same place in the device tree: the path of driver names
 (the `jumpstarter.dev/name` label) from the root, or the position among its siblings for an unnamed driver.
+Other values the exporter hands out (file handles, resource ids: `verify.handles`) are added as they arrive.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class UuidMap:
     """Recorded UUID -> live UUID, learned from pairs of GetReport responses (recorded, live)."""
 
     def __init__(self) -> None:
-        self.mapping: dict[str, str] = {}
+        self.mapping: dict[str, str] = {}  # recorded UUID (lower case) -> live UUID
+        self.values: dict[str, str] = {}  # other handed-out values, whole: recorded -> live
         self.unmatched: list[str] = []  # recorded driver paths with no live driver, for the report
 
     def learn(self, recorded: Mapping[str, Any], live: Mapping[str, Any]) -> None:
@@ -78,7 +80,16 @@ class UuidMap:
             else:
                 self.mapping[uuid.lower()] = found
 
+    def add(self, recorded: str, live: str) -> None:
+        """A value the recorded exporter handed out (a handle, a session id) and what the live one handed out."""
+        if _UUID.fullmatch(recorded):
+            self.mapping.setdefault(recorded.lower(), live)
+        else:
+            self.values.setdefault(recorded, live)
+
     def text(self, value: str) -> str:
+        if value in self.values:
+            return self.values[value]
         if not self.mapping or "-" not in value:
             return value
         return _UUID.sub(lambda m: self.mapping.get(m.group(0).lower(), m.group(0)), value)
@@ -88,7 +99,7 @@ class UuidMap:
 
     def message(self, registry: Registry, type_name: str | None, data: bytes) -> bytes:
         """A serialized request with recorded UUIDs replaced; the original bytes when nothing changed."""
-        if not self.mapping or type_name is None or not data:
+        if not (self.mapping or self.values) or type_name is None or not data:
             return data
         try:
             message = registry.parse(type_name, data)
