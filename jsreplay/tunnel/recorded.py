@@ -20,9 +20,10 @@ from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 
 from .calls import CallAssembler, InnerCall
-from .decoder import CONNECTION_PREFACE, TunnelDecoder
+from .decoder import TunnelDecoder
 from .errors import TunnelError
 from .events import Direction
+from .framing import CONNECTION_PREFACE
 
 _TYPE_NAMES = {int(t): t.name for t in RouterFrameType}
 
