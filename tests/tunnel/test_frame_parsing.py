@@ -4,6 +4,7 @@ find nothing. Router frames parse with a cached message class."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jsreplay.protocol.registry import ProtocolError, Registry
-from jsreplay.tunnel import DecoderConfig, Direction, TunnelDecoder, TunnelError
+from jsreplay.tunnel import DEFAULT_CONFIG, DecoderConfig, Direction, TunnelDecoder, TunnelError
 from jsreplay.tunnel.framing import FREQUENT, MalformedFrame, parse_frequent
 from jsreplay.tunnel.recorded import RouterFrame, parse_frame
 
@@ -192,3 +193,17 @@ def test_cached_header_blocks_decode_and_leave_the_table_as_hpack_does(
 
     cached = decode_all(DecoderConfig())  # one configuration, so one cache for every connection
     assert decode_all(DecoderConfig(header_cache_blocks=0)) == cached
+
+
+def test_a_configuration_owns_its_header_cache() -> None:
+    assert TunnelDecoder().config is DEFAULT_CONFIG  # so that every tunnel shares one cache
+    config = DecoderConfig()
+    assert dataclasses.replace(config, max_header_list_size=300).header_cache is not config.header_cache
+    assert DecoderConfig() == config  # the cache takes no part in equality
+    peer = Peer(Direction.CLIENT_TO_EXPORTER)
+    data = peer.start() + peer.headers(1, request_fields("/x"))
+    off = DecoderConfig(header_cache_blocks=0)
+    for used in (config, off):
+        _decode([(Direction.CLIENT_TO_EXPORTER, data)], used)
+    assert len(config.header_cache.blocks) == 1
+    assert not off.header_cache.blocks
