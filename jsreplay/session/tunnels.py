@@ -19,9 +19,10 @@ from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 from jsreplay.tunnel.calls import CallAssembler, InnerCall
-from jsreplay.tunnel.decoder import CONNECTION_PREFACE, TunnelDecoder
+from jsreplay.tunnel.decoder import TunnelDecoder
 from jsreplay.tunnel.errors import TunnelError
 from jsreplay.tunnel.events import Direction
+from jsreplay.tunnel.framing import CONNECTION_PREFACE
 
 _TYPE_NAMES = {int(t): t.name for t in RouterFrameType}
 

@@ -1,21 +1,15 @@
 """Sans-I/O decoding of the HTTP/2 gRPC connection inside a Jumpstarter router tunnel.
 
-Values in, values out: :class:`TunnelDecoder` turns recorded byte chunks into events, :class:`CallAssembler` folds
-events into :class:`InnerCall` records, and :func:`decode_tunnel` does both for a whole recording.
+Values in, values out: :class:`TunnelDecoder` turns recorded byte chunks into events (its limits and switches in a
+:class:`DecoderConfig`), :class:`CallAssembler` folds events into :class:`InnerCall` records, and
+:func:`decode_tunnel` does both for a whole recording.
 """
 
 from jsreplay.protocol.wire import RouterFrameType
 
 from .calls import CallAssembler, ConnectionEvent, InnerCall, InnerMessage, decode_tunnel
-from .decoder import (
-    CONNECTION_PREFACE,
-    MAX_FRAME_SIZE,
-    MAX_HEADER_BLOCK_SIZE,
-    MAX_HEADER_LIST_SIZE,
-    MAX_HEADER_TABLE_SIZE,
-    MAX_MESSAGE_SIZE,
-    TunnelDecoder,
-)
+from .config import DEFAULT_CONFIG, DecoderConfig
+from .decoder import TunnelDecoder
 from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
 from .events import (
     TRANSPORT_HEADERS,
@@ -35,9 +29,13 @@ from .events import (
     TunnelEvent,
     application_metadata,
 )
+from .framing import CONNECTION_PREFACE, MAX_FRAME_SIZE
+from .headers import MAX_HEADER_BLOCK_SIZE, MAX_HEADER_LIST_SIZE, MAX_HEADER_TABLE_SIZE, HeaderBlockCache
+from .messages import MAX_MESSAGE_SIZE
 
 __all__ = [
     "CONNECTION_PREFACE",
+    "DEFAULT_CONFIG",
     "MAX_FRAME_SIZE",
     "MAX_HEADER_BLOCK_SIZE",
     "MAX_HEADER_LIST_SIZE",
@@ -47,9 +45,11 @@ __all__ = [
     "CallAssembler",
     "ConnectionClosed",
     "ConnectionEvent",
+    "DecoderConfig",
     "Direction",
     "ErrorCode",
     "GrpcProtocolError",
+    "HeaderBlockCache",
     "InnerCall",
     "InnerMessage",
     "Metadata",

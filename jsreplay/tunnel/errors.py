@@ -56,3 +56,18 @@ class TunnelLimitError(TunnelProtocolError):
 
 class GrpcProtocolError(TunnelError):
     """The HTTP/2 layer is fine but the gRPC layer on top is not (message framing, grpc-status, -bin values...)."""
+
+
+class Fault(Exception):
+    """A fault found by a layer that does not know where it is (header rules, gRPC message framing).
+
+    Internal: the decoder raises it again as a ``kind`` located at the frame being handled.
+    """
+
+    def __init__(
+        self, problem: str, kind: type[TunnelError] = TunnelProtocolError, error_code: ErrorCode | None = None
+    ) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.kind = kind
+        self.error_code = error_code

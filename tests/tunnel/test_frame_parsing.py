@@ -4,8 +4,8 @@ find nothing. Router frames parse with a cached message class."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
-from unittest import mock
 
 import pytest
 from hyperframe.exceptions import HyperframeError
@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.session.tunnels import RouterFrame, parse_frame
-from jsreplay.tunnel import Direction, TunnelDecoder, TunnelError
-from jsreplay.tunnel import decoder as decoder_module
-from jsreplay.tunnel.decoder import _FREQUENT, _MalformedFrame, _parse_frequent
+from jsreplay.tunnel import DEFAULT_CONFIG, DecoderConfig, Direction, TunnelDecoder, TunnelError
+from jsreplay.tunnel.framing import FREQUENT, MalformedFrame, parse_frequent
 
 from .frames import Peer, request_fields, response_fields
 
@@ -44,8 +43,8 @@ def _ours(frame_type: int, flags: int, stream_id: int, body: bytes) -> tuple[byt
     # Embedded in a bigger buffer, as the decoder sees it.
     data = b"\xaa" * 7 + body + b"\xbb" * 5
     try:
-        parsed = _parse_frequent(frame_type, flags, stream_id & 0x7FFFFFFF, data, 7, 7 + len(body))
-    except _MalformedFrame as err:
+        parsed = parse_frequent(frame_type, flags, stream_id & 0x7FFFFFFF, data, 7, 7 + len(body))
+    except MalformedFrame as err:
         return str(err)
     first, last, pad, depends_on = parsed
     return data[first:last], pad, depends_on
@@ -53,7 +52,7 @@ def _ours(frame_type: int, flags: int, stream_id: int, body: bytes) -> tuple[byt
 
 @settings(max_examples=3000, deadline=None)
 @given(
-    frame_type=st.sampled_from(sorted(_FREQUENT)),
+    frame_type=st.sampled_from(sorted(FREQUENT)),
     flags=st.integers(0, 255),
     stream_id=st.sampled_from([0, 1, 2, 3, 0x7FFFFFFF, 0x80000000, 0x80000001]),
     body=st.one_of(
@@ -78,8 +77,8 @@ def test_router_frames_parse_with_the_registry_and_fail_with_its_error() -> None
         parse_frame(registry, "jumpstarter.v1.StreamResponse", b"\xff\xff")
 
 
-def _decode(chunks: list[tuple[Direction, bytes]]) -> list[object]:
-    decoder = TunnelDecoder()
+def _decode(chunks: list[tuple[Direction, bytes]], config: DecoderConfig) -> list[object]:
+    decoder = TunnelDecoder(config=config)
     out: list[object] = []
     for direction, chunk in chunks:
         try:
@@ -150,9 +149,8 @@ def test_flow_control_frames_at_each_check(direction: Direction, start: bool, fr
 
 def _same_with_and_without_skipping(direction: Direction, start: bool, frames: list[bytes]) -> None:
     chunks = [(direction, Peer(direction).start() if start else b"")] + [(direction, frame) for frame in frames]
-    fast = _decode(chunks)
-    with mock.patch.object(decoder_module, "_SKIP_FLOW_CONTROL", False):
-        assert _decode(chunks) == fast
+    fast = _decode(chunks, DecoderConfig())
+    assert _decode(chunks, DecoderConfig(skip_flow_control=False)) == fast
 
 
 _FIELD_VALUES = st.sampled_from(["a", "b", "c" * 40, "d" * 300])
@@ -190,10 +188,22 @@ def test_cached_header_blocks_decode_and_leave_the_table_as_hpack_does(
             data += peer.headers(2 * n + 1, request_fields("/x", *extra), end_stream=True)
         streams.append(data)
 
-    def decode_all() -> list[list[object]]:
-        return [_decode([(Direction.CLIENT_TO_EXPORTER, data)]) for data in streams]
+    def decode_all(config: DecoderConfig) -> list[list[object]]:
+        return [_decode([(Direction.CLIENT_TO_EXPORTER, data)], config) for data in streams]
 
-    decoder_module._HEADER_CACHE.clear()
-    cached = decode_all()
-    with mock.patch.object(decoder_module, "_HEADER_CACHE_MAX_BLOCK", -1):
-        assert decode_all() == cached
+    cached = decode_all(DecoderConfig())  # one configuration, so one cache for every connection
+    assert decode_all(DecoderConfig(header_cache_blocks=0)) == cached
+
+
+def test_a_configuration_owns_its_header_cache() -> None:
+    assert TunnelDecoder().config is DEFAULT_CONFIG  # so that every tunnel shares one cache
+    config = DecoderConfig()
+    assert dataclasses.replace(config, max_header_list_size=300).header_cache is not config.header_cache
+    assert DecoderConfig() == config  # the cache takes no part in equality
+    peer = Peer(Direction.CLIENT_TO_EXPORTER)
+    data = peer.start() + peer.headers(1, request_fields("/x"))
+    off = DecoderConfig(header_cache_blocks=0)
+    for used in (config, off):
+        _decode([(Direction.CLIENT_TO_EXPORTER, data)], used)
+    assert len(config.header_cache.blocks) == 1
+    assert not off.header_cache.blocks

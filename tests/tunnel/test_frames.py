@@ -10,6 +10,7 @@ from hyperframe.frame import SettingsFrame
 from jsreplay.tunnel import (
     CallAssembler,
     ConnectionClosed,
+    DecoderConfig,
     Direction,
     ErrorCode,
     GrpcProtocolError,
@@ -179,7 +180,7 @@ def test_dynamic_table_size_update(conn: Conn) -> None:
 
 
 def test_table_size_update_above_the_limit_is_refused() -> None:
-    conn = Conn(TunnelDecoder(max_header_table_size=4096))
+    conn = Conn(TunnelDecoder(config=DecoderConfig(max_header_table_size=4096)))
     conn.client.encoder.header_table_size = 8192
     with pytest.raises(TunnelProtocolError, match="HPACK") as info:
         conn.open()
@@ -196,7 +197,7 @@ def test_hpack_state_is_per_direction(conn: Conn) -> None:
 
 
 def test_same_header_block_bytes_decode_by_each_tables_entries() -> None:
-    # Decoded header blocks are reused across connections (see _HEADER_CACHE): a block that only refers to
+    # Decoded header blocks are reused across connections (see HeaderBlockCache): a block that only refers to
     # dynamic table entries must still read each connection's own entries.
     seen = []
     for value in ("one", "two", "one"):
@@ -504,21 +505,21 @@ def test_client_grpc_errors(conn: Conn) -> None:
 
 
 def test_frame_size_limit_is_checked_from_the_header_alone() -> None:
-    conn = Conn(TunnelDecoder(max_frame_size=1000))
+    conn = Conn(TunnelDecoder(config=DecoderConfig(max_frame_size=1000)))
     conn.open()
     err = _fails(conn, C2E, conn.client.data(1, bytes(2000))[:9], TunnelLimitError, "frame larger than")
     assert err.error_code == ErrorCode.FRAME_SIZE_ERROR
 
 
 def test_message_size_limit_is_checked_from_the_prefix_alone() -> None:
-    conn = Conn(TunnelDecoder(max_message_size=100))
+    conn = Conn(TunnelDecoder(config=DecoderConfig(max_message_size=100)))
     conn.open()
     _fails(conn, C2E, conn.client.data(1, message(bytes(101))[:5]), TunnelLimitError, "exceeds the limit")
 
 
 def test_header_block_and_list_limits() -> None:
-    conn = Conn(TunnelDecoder(max_header_block_size=200))
+    conn = Conn(TunnelDecoder(config=DecoderConfig(max_header_block_size=200)))
     fields = request_fields(GET_REPORT, *[(f"x-{i}", "v" * 40) for i in range(10)])
     _fails(conn, C2E, conn.client.headers(1, fields, split=4), TunnelLimitError, "header block larger")
-    conn = Conn(TunnelDecoder(max_header_list_size=300))
+    conn = Conn(TunnelDecoder(config=DecoderConfig(max_header_list_size=300)))
     _fails(conn, C2E, conn.client.headers(1, fields), TunnelLimitError, "header list too large")

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jsreplay.tunnel import Direction, TunnelDecoder, TunnelError
+from jsreplay.tunnel import DecoderConfig, Direction, TunnelDecoder, TunnelError
 
 from .capture import Capture
 from .frames import Peer, request_fields
@@ -16,7 +16,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def _feed_all(chunks: list[tuple[Direction, bytes]], end: bool = True) -> None:
-    decoder = TunnelDecoder(max_message_size=1 << 16)
+    decoder = TunnelDecoder(config=DecoderConfig(max_message_size=1 << 16))
     try:
         for direction, chunk in chunks:
             decoder.feed(direction, chunk)
