@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Container, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -24,6 +24,7 @@ from jsreplay.replay.coverage import RecordingUse, with_exemptions
 from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
 from jsreplay.replay.exporter import FrameWatch, MockExporter, pump_socket_to_frames
 from jsreplay.replay.faults import Delay, Fault, FaultInjector, FaultPlan, Injection, TunnelCut
+from jsreplay.replay.introspection import add_introspection
 from jsreplay.replay.library import Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
@@ -580,6 +581,10 @@ class ReplayHandler(grpc.GenericRpcHandler):
 class ReplayServer(ServesEndpoint):
     _what = "replay server"
 
+    # Called with each server's final report when it stops (the pytest plugin's --jsreplay-coverage collects the
+    # coverage of every replay in a test process this way, the fixture's and `jsreplay.replaying`'s alike).
+    observers: ClassVar[list[Callable[[ReplayReport], None]]] = []
+
     def __init__(self, config: ReplayConfig, fallback: Callable[[str], Fallback] | None = None) -> None:
         """`fallback(advertised_endpoint)` makes where misses go; None: misses are errors."""
         self.config = config
@@ -601,6 +606,7 @@ class ReplayServer(ServesEndpoint):
         if self._fallback_factory is not None:
             self._fallback = self._fallback_factory(bound.endpoint)
         self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback)
+        await add_introspection(server, (loaded.header for _, loaded in self._library.cassettes))
         server.add_generic_rpc_handlers((self.handler,))
         await server.start()
         self._server, self._bound = server, bound
@@ -617,7 +623,10 @@ class ReplayServer(ServesEndpoint):
             self._fallback = None
         if self.handler is None:
             return ReplayReport(cassettes=[str(p) for p in self.config.cassettes])
-        return self.handler.finish_report()
+        report = self.handler.finish_report()
+        for observer in self.observers:
+            observer(report)
+        return report
 
     @property
     def report(self) -> ReplayReport:
