@@ -30,6 +30,8 @@ def show_command(cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: 
     """Show a cassette: every call in time order with its messages, router tunnels with their inner calls.
 
     Unknown fields (a peer newer than the cassette's schema) appear by number, marked "unknown field".
+
+    Exit codes: 0 shown; 2 an error (a bad flag, an unreadable or corrupt cassette).
     """
     with gc_paused():
         # The diagram shows calls and outcomes, not message contents: skip decoding them.
