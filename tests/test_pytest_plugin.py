@@ -7,6 +7,7 @@ the replay server the `jsreplay_server` fixture yields, or through the recording
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from functools import partial
 from pathlib import Path
@@ -232,3 +233,56 @@ async def test_record_once_then_replay_without_the_upstream(
     )
     replaying.assert_outcomes(passed=1)
     assert cassette.stat().st_mtime_ns == written
+
+
+SKIPPING_TESTS = (
+    CLIENT_CONFIG
+    + """
+
+@pytest.mark.jsreplay("cassettes/session.msgpack", fail_unused=True)
+def test_skips_power_off(jsreplay_server):
+    with client_config(jsreplay_server).lease(selector=SELECTOR, duration=DURATION) as lease:
+        with lease.connect() as root:
+            root.children["power"].on()  # the recording also turned it off, read it, echoed, asked GetStatus
+
+
+@pytest.mark.jsreplay("cassettes/session.msgpack", faults=["ExporterService/DriverCall[power.on]#1=UNAVAILABLE:busy"])
+def test_fault_from_the_marker(jsreplay_server):
+    with client_config(jsreplay_server).lease(selector=SELECTOR, duration=DURATION) as lease:
+        with lease.connect() as root:
+            with pytest.raises(Exception, match="UNAVAILABLE: busy"):
+                root.children["power"].on()
+"""
+)
+
+
+@pytest.mark.timeout(120)
+def test_fail_unused_names_the_skipped_step(pytester: pytest.Pytester, session_cassette: Path) -> None:
+    _install(pytester, session_cassette)
+    pytester.makepyfile(test_skipping=SKIPPING_TESTS)
+    result = _run(pytester, "-rA")
+    result.assert_outcomes(passed=2, errors=1)  # the unused recordings fail the first test's teardown
+    out = result.stdout.str()
+    assert "recording(s) never used (fail_unused)" in out
+    assert "ExporterService/DriverCall [power.off]" in out and "ExporterService/GetStatus" in out
+    assert "ClientService/GetLease" not in out.split("never used")[1].split("=====")[0]  # polls do not trip it
+    assert "jsreplay coverage" in out and "fault 'ExporterService/DriverCall[power.on]#1" in out
+
+
+@pytest.mark.timeout(180)
+def test_xdist_workers_serve_on_their_own_ports_and_combine_one_report(
+    pytester: pytest.Pytester, session_cassette: Path
+) -> None:
+    _install(pytester, session_cassette)
+    pytester.makepyfile(test_replayed=REPLAY_TESTS, test_skipping=SKIPPING_TESTS)
+    coverage = pytester.path / "coverage.json"
+    result = _run(pytester, "-n", "2", f"--jsreplay-coverage={coverage}")
+    result.assert_outcomes(passed=4, errors=1)
+    out = result.stdout.str()
+    assert "2 workers" in out
+    combined = json.loads(coverage.read_text())
+    assert combined["runs"] == 4  # one replay server per test, on whichever worker ran it
+    [cassette] = combined["cassettes"]
+    drivers = {d["driver_call"]: d for d in cassette["driver_methods"]}
+    assert drivers["power.on"]["served"] == 3 and drivers["power.off"]["left"] == 0  # the faulted call is not a serve
+    assert [i["kind"] for i in combined["injected"]] == ["fault"]

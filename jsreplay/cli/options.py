@@ -18,9 +18,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def listen_options(peers: str) -> Callable[[F], F]:
-    """--listen, --advertise, --tls-cert, --tls-key, --ca-out, --plaintext; `peers` names who connects."""
+def listen_options(peers: str, *, singular: bool = False) -> Callable[[F], F]:
+    """--listen, --advertise, --tls-cert, --tls-key, --ca-out, --plaintext; `peers` names who connects ("peers", or
+    one peer with `singular`: "the exporter")."""
     from jsreplay.serving import DEFAULT_LISTEN
+
+    use = "uses" if singular else "use"
 
     options = [
         click.option(
@@ -29,7 +32,7 @@ def listen_options(peers: str) -> Callable[[F], F]:
         click.option(
             "--advertise",
             metavar="HOST:PORT",
-            help=f"Address {peers} use to reach this server (written into router endpoints); default: --listen.",
+            help=f"The address {peers} {use} to reach this server (written into router endpoints); default: --listen.",
         ),
         click.option("--tls-cert", type=_FILE, help="Listening certificate (PEM, chain allowed)."),
         click.option("--tls-key", type=_FILE, help="Its private key."),

@@ -52,6 +52,9 @@ def record_command(
 
     Point the client's or exporter's `endpoint` at the printed address, trusting the printed CA file (tls.ca)
     or with JUMPSTARTER_GRPC_INSECURE=1. Stop with Ctrl-C or SIGTERM.
+
+    Exit codes: 0 stopped cleanly with the cassette written; 2 an error (a bad flag, a cassette that exists
+    without --overwrite, an address that cannot be bound, a recording that failed).
     """
     parse_hostport(upstream, what="--upstream")
     for path in redact_fields:

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,6 +20,8 @@ from jsreplay.inspect.values import printable
 from jsreplay.record import RecordConfig
 from jsreplay.record.episodes import EpisodeRecorder
 from jsreplay.replay import MatchMode, ReplayConfig, ReplayReport, ReplayServer
+from jsreplay.replay.coverage import describe_left
+from jsreplay.replay.faults import FaultPlan, FaultSpecError, parse_cut, parse_delay, parse_fault
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S
 from jsreplay.replay.record_mode import RecordMode
 from jsreplay.replay.server import Fallback
@@ -74,6 +77,19 @@ async def _serve(
     return report, exit_code
 
 
+def _spec_option(name: str, parse: Callable[[str], object], metavar: str, help: str) -> Callable[[Any], Any]:
+    """A repeatable fault-spec flag, parsed when given: a bad spec is one line and exit 2, never a traceback."""
+
+    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Any, ...]:
+        try:
+            return tuple(parse(v) for v in values)
+        except FaultSpecError as err:
+            click.echo(f"jsreplay: error: {name}: {err}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+    return click.option(name, multiple=True, metavar=metavar, callback=check, expose_value=True, help=help)
+
+
 @click.command("replay")
 @click.argument("cassettes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @listen_options("peers")
@@ -115,6 +131,37 @@ async def _serve(
 @upstream_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report.")
 @click.option(
+    "--coverage",
+    "coverage_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the coverage (per cassette: calls, inner calls and driver methods served, and left) as JSON.",
+)
+@click.option(
+    "--fail-unused",
+    is_flag=True,
+    help="Exit 1 when a recording was never used (polls such as GetLease, ReportStatus and GetStatus that were "
+    "served at least once, calls of peers that never connected, and recordings a fault displaced excepted).",
+)
+@_spec_option(
+    "--fault",
+    parse_fault,
+    "SELECTOR=CODE[:DETAILS]",
+    "Answer matching calls with this status instead of the recording, e.g. "
+    "'ExporterService/DriverCall[power.on]#1=UNAVAILABLE:busy' (repeatable; see docs).",
+)
+@_spec_option(
+    "--delay",
+    parse_delay,
+    "SELECTOR=SECONDS",
+    "Delay matching calls before they are served, e.g. 'ExporterService/DriverCall=0.5s' (repeatable).",
+)
+@_spec_option(
+    "--cut-tunnel",
+    parse_cut,
+    "after=BYTES|at=SELECTOR",
+    "End router streams with UNAVAILABLE after BYTES sent into each, or at the inner call SELECTOR (repeatable).",
+)
+@click.option(
     "--exec",
     "exec_command",
     metavar="COMMAND",
@@ -138,13 +185,19 @@ def replay_command(
     upstream_ca: Path | None,
     upstream_insecure: bool,
     report_file: Path | None,
+    coverage_file: Path | None,
+    fail_unused: bool,
+    fault: tuple[Any, ...],
+    delay: tuple[Any, ...],
+    cut_tunnel: tuple[Any, ...],
     exec_command: str | None,
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
-    Exit codes: 0 every call matched; 1 some call missed (or --exec's command failed); 2 an error: a call could
-    not be answered from the cassette (a recording that could not be read back because the cassette changed
-    while it was served, a recording with no end in a cut cassette, tunnel input that does not parse).
+    Exit codes: 0 every call matched; 1 some call missed, a recording was left unused with --fail-unused (or
+    --exec's command failed); 2 an error: a bad flag, a call that could not be answered from the cassette (a
+    recording that could not be read back because the cassette changed while it was served, a recording with no
+    end in a cut cassette, tunnel input that does not parse). Injected faults are never misses.
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen)
     record_mode = RecordMode(mode)
@@ -170,6 +223,7 @@ def replay_command(
         allow_repeats=allow_repeats,
         speed=speed,
         unfinished_timeout=unfinished_timeout,
+        faults=FaultPlan(faults=fault, delays=delay, cuts=cut_tunnel),
     )
     fallback = None
     if record_mode.forwards_misses:
@@ -185,6 +239,10 @@ def replay_command(
     report, child_code = asyncio.run(_serve(config, exec_command, fallback))
     if report_file is not None:
         report.write(report_file)
+    coverage = report.coverage()
+    if coverage_file is not None:
+        coverage.write(coverage_file)
+    click.echo(coverage.table(), err=True)
     click.echo(f"jsreplay replay: {report.summary()}", err=True)
     for miss in report.missed:
         click.echo(f"jsreplay: miss: {printable(miss.reason)}", err=True)
@@ -192,17 +250,20 @@ def replay_command(
         click.echo(f"jsreplay: unfinished: {printable(unfinished.reason)}", err=True)
     for error in report.errors:
         click.echo(f"jsreplay: error: {printable(error.reason)}", err=True)
+    if fail_unused and report.left:
+        click.echo(f"jsreplay: {len(report.left)} recording(s) never used (--fail-unused):", err=True)
+        click.echo(describe_left(report.left), err=True)
     if child_code:
         click.echo(f"jsreplay replay: --exec command exited with {child_code}", err=True)
-    raise SystemExit(exit_code(report, child_code))
+    raise SystemExit(exit_code(report, child_code, fail_unused=fail_unused))
 
 
-def exit_code(report: ReplayReport, child_code: int | None) -> int:
-    """2 when a call could not be answered from the cassette (unreadable, no end, bad tunnel input); 1 for a miss
-    or a failed --exec command; else 0."""
+def exit_code(report: ReplayReport, child_code: int | None, *, fail_unused: bool = False) -> int:
+    """2 when a call could not be answered from the cassette (unreadable, no end, bad tunnel input); 1 for a miss,
+    a recording left unused under --fail-unused, or a failed --exec command; else 0."""
     if report.errors or report.unfinished:
         return EXIT_ERROR
-    if child_code or report.missed:
+    if child_code or report.missed or (fail_unused and report.left):
         return EXIT_DIFFERENT
     return EXIT_OK
 

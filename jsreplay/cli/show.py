@@ -41,6 +41,8 @@ def show_command(
     """Show a cassette: every call in time order with its messages, router tunnels with their inner calls.
 
     Unknown fields (a peer newer than the cassette's schema) appear by number, marked "unknown field".
+
+    Exit codes: 0 shown; 2 an error (a bad flag, an unreadable or corrupt cassette).
     """
     if report is not None and fmt != "html":
         raise click.UsageError("--report goes with --format html")

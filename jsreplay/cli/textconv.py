@@ -17,6 +17,8 @@ def textconv_command(cassette: Path) -> None:
 
     In .gitattributes: `*.msgpack diff=jsreplay`; in git config: `git config diff.jsreplay.textconv
     "jsreplay textconv"`.
+
+    Exit codes: 0 printed; 2 an error (a bad flag, an unreadable or corrupt cassette).
     """
     with gc_paused():
         write_output(render_textconv(load_view(cassette, frames=False, counts=False)))

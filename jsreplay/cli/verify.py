@@ -42,7 +42,7 @@ async def _run(config: VerifyConfig) -> VerifyReport:
 
 @click.command("verify")
 @click.argument("cassette", type=click.Path(dir_okay=False, path_type=Path))
-@listen_options("the exporter")
+@listen_options("the exporter", singular=True)
 @format_option("text", "json", help="Readable lines, or one JSON document (docs/verify.md).")
 @ignore_option("Do not compare this field, e.g. 'ExporterService/GetStatus.response.message' (repeatable).")
 @click.option(

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Container
 from pathlib import Path
 
 import grpc
@@ -28,12 +28,19 @@ import grpc
 from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
+from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.script import Script
 from jsreplay.serving import rpc_method_handler
 
 log = logging.getLogger("jsreplay.replay")
+
+# (method, driver call "power.on" or None, the recording a fault would displace, context) -> True if the call was
+# answered by an injected fault (the replay server's `ReplayHandler.inject`).
+Inject = Callable[
+    [str, "str | None", Callable[[Container[str]], "Script | None"], grpc.aio.ServicerContext], Awaitable[bool]
+]
 
 
 class MockExporter(grpc.GenericRpcHandler):
@@ -49,8 +56,11 @@ class MockExporter(grpc.GenericRpcHandler):
         on_error: Callable[[str, str], None],
         on_unfinished: Callable[[str, str], None] | None = None,
         unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
+        inject: Inject | None = None,
     ) -> None:
         self._registry = registry
+        self._inject = inject
+        self.driver_paths: dict[str, str] = {}  # uuid -> driver path, from the recorded GetReport
         self._on_miss = on_miss
         self._on_error = on_error
         self._on_unfinished = on_unfinished or on_error
@@ -86,6 +96,11 @@ class MockExporter(grpc.GenericRpcHandler):
                     return None
                 self._resolved = True
                 self.matcher.add(scripts)
+                self.driver_paths = tunnel_driver_paths(scripts, self._registry)
+            if self._inject is not None:
+                name = driver_call_name(driver_call(self._registry, method, first, self.driver_paths))
+                if await self._inject(method, name, lambda skip: self.matcher.peek(method, first, skip), context):
+                    return None
             outcome = self.matcher.match(method, first)
             if outcome.script is None:
                 self._on_miss(method, outcome.explanation)
@@ -106,6 +121,11 @@ class MockExporter(grpc.GenericRpcHandler):
                 return None
 
         return rpc_method_handler(kind, handler)
+
+    def driver_call_of(self, script: Script) -> str | None:
+        """ "power.on" for a recorded driver call of this tunnel."""
+        first = script.requests[0] if script.requests else None
+        return driver_call_name(driver_call(self._registry, script.method, first, self.driver_paths))
 
     @property
     def address(self) -> str:

@@ -13,7 +13,7 @@ fingerprinted with the recording's key, which was never stored.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,16 @@ class Matcher:
         return found
 
     # ------------------------------------------------------------------------------------------ choosing
+
+    def peek(self, method: str, live: bytes | None, skip: Container[str] = ()) -> Script | None:
+        """The recording `match` would serve now, without using it up (for a call a fault answers instead); unused
+        recordings in `skip` (already displaced by earlier faults) are passed over."""
+        slots = self._slots.get(method, [])
+        checked = [(slot, self.differences(slot.script, live) if live is not None else []) for slot in slots]
+        fresh = next((s for s, diffs in checked if s.used == 0 and not diffs and s.script.key not in skip), None)
+        if fresh is not None:
+            return fresh.script
+        return next((slot.script for slot, diffs in reversed(checked) if not diffs), None)
 
     def match(self, method: str, live: bytes | None) -> Outcome:
         """The recording to serve for a call on `method` whose first request is `live` (None: not read yet)."""

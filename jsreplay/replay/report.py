@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jsreplay.replay.coverage import Coverage, RecordingUse
+from jsreplay.replay.faults import Injection
+
 
 @dataclass(frozen=True)
 class Miss:
@@ -28,6 +31,16 @@ class ReplayReport:
     causal_timeouts: list[str] = field(default_factory=list)
     errors: list[Miss] = field(default_factory=list)  # calls failed: their recording could not be read, bad input
     unfinished: list[Miss] = field(default_factory=list)  # calls whose recording has no end (a cut cassette)
+    injected: list[Injection] = field(default_factory=list)  # faults, delays and cuts injected (never misses)
+    recordings: list[RecordingUse] = field(default_factory=list)  # every recording, served or not (coverage)
+
+    def coverage(self) -> Coverage:
+        return Coverage.of(self.recordings, (injection_json(i) for i in self.injected))
+
+    @property
+    def left(self) -> list[RecordingUse]:
+        """Recordings never used and required (see `jsreplay.replay.coverage`): what --fail-unused fails on."""
+        return [r for r in self.recordings if r.left]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +57,8 @@ class ReplayReport:
             "causal_timeouts": self.causal_timeouts,
             "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
             "unfinished": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.unfinished],
+            "injected": [injection_json(i) for i in self.injected],
+            "left": [{"recording": r.recording, "method": r.method, "driver_call": r.driver_call} for r in self.left],
         }
 
     def write(self, path: Path) -> None:
@@ -58,4 +73,18 @@ class ReplayReport:
             + (f", {len(self.forwarded)} forwarded to the upstream and recorded" if self.forwarded else "")
             + (f", {len(self.unfinished)} unfinished (their recording has no end)" if self.unfinished else "")
             + (f", {len(self.errors)} failed" if self.errors else "")
+            + (f", {len(self.injected)} injected" if self.injected else "")
         )
+
+
+def injection_json(injection: Injection) -> dict[str, Any]:
+    return {
+        "kind": injection.kind,
+        "spec": injection.spec,
+        "method": injection.method,
+        "occurrence": injection.occurrence,
+        "driver_call": injection.driver_call,
+        "recording": injection.recording,
+        "detail": injection.detail,
+        "at_s": round(injection.at_s, 3),
+    }

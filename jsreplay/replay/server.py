@@ -7,11 +7,11 @@ import bisect
 import logging
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Container, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -20,13 +20,17 @@ from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
+from jsreplay.replay.coverage import RecordingUse, with_exemptions
+from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
 from jsreplay.replay.exporter import FrameWatch, MockExporter, pump_socket_to_frames
+from jsreplay.replay.faults import Delay, Fault, FaultInjector, FaultPlan, Injection, TunnelCut
+from jsreplay.replay.introspection import add_introspection
 from jsreplay.replay.library import Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
-from jsreplay.replay.script import Script, ScriptedResponse
+from jsreplay.replay.script import Script, ScriptedResponse, call_peer
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.session.tokens import bearer_token
 
@@ -48,6 +52,12 @@ class ReplayConfig:
     causal_timeout: float = CAUSAL_TIMEOUT_S
     unfinished_timeout: float = UNFINISHED_TIMEOUT_S  # bounds the calls whose recording has no end
     shift_timestamps: bool = True
+    faults: FaultPlan = field(default_factory=FaultPlan)  # injected faults, delays and tunnel cuts
+
+
+class TunnelCutInjected(Exception):
+    """An injected `--cut-tunnel` ended the router stream: it ends with UNAVAILABLE, as a router's does whose other
+    end went away."""
 
 
 class TunnelInputError(Exception):
@@ -145,6 +155,13 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self._claimed: set[str] = set()  # recorded tunnels whose inner calls a live tunnel is serving
         self.exporters: set[MockExporter] = set()  # the mock exporters of the tunnels open now
         self._started_ns = time.monotonic_ns()
+        self.injector = FaultInjector(config.faults)
+        self._tunnel_count = 0
+        self._peers_seen: set[str] = set()  # live callers, "Client:ns/name", from their call metadata
+        self._displaced: set[str] = set()  # recordings an injected fault answered instead of
+        self._inner_rows: list[RecordingUse] = []  # inner recordings of the tunnels served, when each closed
+        self._unserved_inner: dict[str, list[RecordingUse]] = {}  # recorded tunnel key -> its inner calls
+        self._cassette_of = {p.name: str(p) for p in config.cassettes}
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -159,6 +176,9 @@ class ReplayHandler(grpc.GenericRpcHandler):
                 if method == ROUTER_STREAM:
                     return await self._tunnel(context)
                 return await self._serve(method, kind, request if isinstance(request, bytes) else None, context)
+            except TunnelCutInjected as err:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+                return None
             except CassetteError as err:  # responses are read when sent: the file changed since it was loaded
                 await self._cassette_error(method, err, context)
                 return None
@@ -193,9 +213,65 @@ class ReplayHandler(grpc.GenericRpcHandler):
     def _elapsed(self) -> float:
         return (time.monotonic_ns() - self._started_ns) / 1e9
 
+    # ------------------------------------------------------------------------------------------ faults
+
+    def _injected(
+        self,
+        rule: Fault | Delay | TunnelCut,
+        occurrence: int,
+        method: str,
+        driver: str | None,
+        recording: str | None = None,
+        detail: str = "",
+    ) -> None:
+        kind = "fault" if isinstance(rule, Fault) else "delay" if isinstance(rule, Delay) else "cut"
+        log.info("jsreplay: injected %s %r on %s #%d", kind, rule.spec, method, occurrence)
+        self.report.injected.append(
+            Injection(kind, rule.spec, method, occurrence, self._elapsed(), driver, recording, detail)
+        )
+
+    async def inject(
+        self,
+        method: str,
+        driver: str | None,
+        peek: Callable[[Container[str]], Script | None],
+        context: grpc.aio.ServicerContext,
+        on_cut: Callable[[], None] | None = None,
+    ) -> bool:
+        """Apply the fault plan to a call about to be served: delay it, cut its tunnel (`on_cut`: inner calls), or
+        answer it with an injected status (then True). The recording it would have got is not used up."""
+        decision = self.injector.decide(method, driver)
+        fault: Fault | None = None
+        for rule, occurrence in decision.fired:
+            if isinstance(rule, Fault):
+                fault = rule
+                displaced = peek(self._displaced)
+                if displaced is not None:
+                    self._displaced.add(displaced.key)
+                detail = f"{rule.code}: {rule.details}"
+                self._injected(rule, occurrence, method, driver, displaced.key if displaced else None, detail)
+            elif isinstance(rule, Delay):
+                self._injected(rule, occurrence, method, driver, detail=f"{rule.seconds:g}s")
+            elif isinstance(rule, TunnelCut):
+                self._injected(rule, occurrence, method, driver, detail="router stream ended with UNAVAILABLE")
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        if decision.cut is not None and on_cut is not None:
+            on_cut()
+            await asyncio.Event().wait()  # the tunnel ends; this inner call with it
+        if fault is not None:
+            await context.abort(grpc.StatusCode[fault.code], fault.details)
+            return True
+        return False
+
     async def _serve(
         self, method: str, kind: StreamKind, first: bytes | None, context: grpc.aio.ServicerContext
     ) -> bytes | None:
+        peer = call_peer(tuple(context.invocation_metadata() or ()))
+        if peer:
+            self._peers_seen.add(peer)
+        if await self.inject(method, None, lambda skip: self.matcher.peek(method, first, skip), context):
+            return None
         outcome = self.matcher.match(method, first)
         if outcome.script is None:
             if self._fallback is not None:
@@ -276,7 +352,17 @@ class ReplayHandler(grpc.GenericRpcHandler):
             await context.write(response_type(frame_type=RouterFrameType.GOAWAY).SerializeToString())
             return
         self._tunnels_used.add(own.stream.key)
+        self._tunnel_count += 1
         assigned: list[Tunnel] = []
+        cut = asyncio.Event()
+
+        async def inject(
+            method: str,
+            driver: str | None,
+            peek: Callable[[Container[str]], Script | None],
+            ctx: grpc.aio.ServicerContext,
+        ) -> bool:
+            return await self.inject(method, driver, peek, ctx, on_cut=cut.set)
 
         def inner_scripts() -> list[Script]:
             if not assigned:  # once: a failed read of the frames must not claim a second recording
@@ -293,14 +379,29 @@ class ReplayHandler(grpc.GenericRpcHandler):
             on_error=self._error,
             on_unfinished=self._unfinished,
             unfinished_timeout=self._config.unfinished_timeout,
+            inject=inject if self._config.faults else None,
         )
         await exporter.start()
         self.exporters.add(exporter)
         try:
-            await self._pipe(context, own, exporter, frame.payload)
+            await self._pipe(context, own, exporter, frame.payload, cut)
         finally:
             self.exporters.discard(exporter)
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
+            if assigned:
+                if not exporter.driver_paths:
+                    exporter.driver_paths = tunnel_driver_paths(assigned[0].inner, own.registry)
+                self._inner_rows.extend(
+                    RecordingUse(
+                        cassette=self._cassette_of.get(script.key.split("#", 1)[0], script.key.split("#", 1)[0]),
+                        recording=script.key,
+                        method=script.method,
+                        served=used,
+                        inner=True,
+                        driver_call=exporter.driver_call_of(script),
+                    )
+                    for script, used in exporter.matcher.scripts() or [(s, 0) for s in assigned[0].inner]
+                )
             await exporter.stop()
             for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
                 tunnel.release()
@@ -333,13 +434,40 @@ class ReplayHandler(grpc.GenericRpcHandler):
             ) from None
 
     async def _pipe(
-        self, context: grpc.aio.ServicerContext, tunnel: Tunnel, exporter: MockExporter, first: bytes
+        self,
+        context: grpc.aio.ServicerContext,
+        tunnel: Tunnel,
+        exporter: MockExporter,
+        first: bytes,
+        cut: asyncio.Event,
     ) -> None:
         reader, writer = await exporter.connect()
         response_type = self._registry.message_class(STREAM_RESPONSE)
         watch, caller = FrameWatch(), FrameWatch(client=True)
+        byte_cut = self.injector.byte_cut
+        number = self._tunnel_count
 
         async def send(data: bytes) -> None:
+            if byte_cut is not None and byte_cut.after_bytes is not None:
+                room = byte_cut.after_bytes - watch.bytes
+                if len(data) >= room:
+                    data = data[: max(0, room)]
+                    if data:
+                        watch.feed(data)
+                        await context.write(
+                            response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString()
+                        )
+                    self._injected(
+                        byte_cut,
+                        number,
+                        ROUTER_STREAM,
+                        None,
+                        tunnel.stream.key,
+                        f"router stream ended with UNAVAILABLE after {watch.bytes} bytes",
+                    )
+                    raise TunnelCutInjected(
+                        f"jsreplay: tunnel cut (injected {byte_cut.spec!r}) after {watch.bytes} bytes"
+                    )
             watch.feed(data)
             await context.write(response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString())
 
@@ -363,8 +491,13 @@ class ReplayHandler(grpc.GenericRpcHandler):
 
         outbound = asyncio.create_task(pump_socket_to_frames(reader, send))
         inbound = asyncio.create_task(pump_in())
+        cutting = asyncio.create_task(cut.wait())
         try:
-            await asyncio.wait((inbound, outbound), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((inbound, outbound, cutting), return_when=asyncio.FIRST_COMPLETED)
+            if cut.is_set():
+                raise TunnelCutInjected("jsreplay: tunnel cut (injected) at an inner call")
+            if outbound.done() and isinstance(outbound.exception(), TunnelCutInjected):
+                outbound.result()
             if inbound.done():
                 inbound.result()  # TunnelInputError: a frame that does not parse
                 if writer.can_write_eof():
@@ -386,6 +519,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         finally:
             inbound.cancel()
             outbound.cancel()
+            cutting.cancel()
             writer.close()
 
     # ------------------------------------------------------------------------------------------ report
@@ -398,11 +532,58 @@ class ReplayHandler(grpc.GenericRpcHandler):
         report.tunnels_unused = sorted(
             t.stream.key for t in self._library.tunnels.values() if t.stream.key not in self._tunnels_used
         )
+        rows = [
+            RecordingUse(
+                cassette=self._cassette_of.get(s.key.split("#", 1)[0], s.key.split("#", 1)[0]),
+                recording=s.key,
+                method=s.method,
+                served=used,
+                peer=s.peer,
+            )
+            for s, used in self.matcher.scripts()
+        ]
+        rows += self._inner_rows
+        for tunnel in self._library.tunnels.values():
+            if tunnel.carries_calls and tunnel.stream.key not in self._claimed:
+                rows += self._unserved_tunnel(tunnel)
+        report.recordings = with_exemptions(rows, self._peers_seen, self._displaced)
         return report
+
+    def _unserved_tunnel(self, tunnel: Tunnel) -> list[RecordingUse]:
+        """The inner calls of a recorded tunnel no live tunnel was given: all left (decoded once, then kept)."""
+        key = tunnel.stream.key
+        if key not in self._unserved_inner:
+            try:
+                inner = tunnel.inner
+            except CassetteError as err:
+                log.warning("jsreplay: cannot list the inner calls of %s: %s", key, err)
+                inner = []
+            paths = tunnel_driver_paths(inner, tunnel.registry)
+            source = key.split("#", 1)[0]
+            self._unserved_inner[key] = [
+                RecordingUse(
+                    cassette=self._cassette_of.get(source, source),
+                    recording=s.key,
+                    method=s.method,
+                    served=0,
+                    inner=True,
+                    driver_call=driver_call_name(
+                        driver_call(tunnel.registry, s.method, s.requests[0] if s.requests else None, paths)
+                    ),
+                )
+                for s in inner
+            ]
+            if not tunnel.decoded or key not in self._claimed:
+                tunnel.release()
+        return self._unserved_inner[key]
 
 
 class ReplayServer(ServesEndpoint):
     _what = "replay server"
+
+    # Called with each server's final report when it stops (the pytest plugin's --jsreplay-coverage collects the
+    # coverage of every replay in a test process this way, the fixture's and `jsreplay.replaying`'s alike).
+    observers: ClassVar[list[Callable[[ReplayReport], None]]] = []
 
     def __init__(self, config: ReplayConfig, fallback: Callable[[str], Fallback] | None = None) -> None:
         """`fallback(advertised_endpoint)` makes where misses go; None: misses are errors."""
@@ -425,6 +606,7 @@ class ReplayServer(ServesEndpoint):
         if self._fallback_factory is not None:
             self._fallback = self._fallback_factory(bound.endpoint)
         self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback)
+        await add_introspection(server, (loaded.header for _, loaded in self._library.cassettes))
         server.add_generic_rpc_handlers((self.handler,))
         await server.start()
         self._server, self._bound = server, bound
@@ -441,7 +623,10 @@ class ReplayServer(ServesEndpoint):
             self._fallback = None
         if self.handler is None:
             return ReplayReport(cassettes=[str(p) for p in self.config.cassettes])
-        return self.handler.finish_report()
+        report = self.handler.finish_report()
+        for observer in self.observers:
+            observer(report)
+        return report
 
     @property
     def report(self) -> ReplayReport:
@@ -461,6 +646,7 @@ async def replaying(
     speed: float = 0.0,
     causal_timeout: float = CAUSAL_TIMEOUT_S,
     unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
+    faults: FaultPlan | None = None,
 ) -> AsyncIterator[ReplayServer]:
     """Serve cassettes for the duration of the block::
 
@@ -478,6 +664,7 @@ async def replaying(
             speed=speed,
             causal_timeout=causal_timeout,
             unfinished_timeout=unfinished_timeout,
+            faults=faults or FaultPlan(),
         )
     )
     await server.start()
