@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
-from jsreplay.cli.options import ignore_option, listen_options, listen_tls_options, upstream_options, upstream_trust
+from jsreplay.cli.options import (
+    ignore_option,
+    listen_options,
+    listen_tls_options,
+    schema_option,
+    upstream_options,
+    upstream_trust,
+)
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.recording import run_until_stopped as run_recorder
 from jsreplay.inspect.values import printable
@@ -120,6 +127,7 @@ async def _serve(
     metavar="COMMAND",
     help="Run COMMAND (with JSREPLAY_ENDPOINT and JSREPLAY_CA_FILE set) and stop when it ends.",
 )
+@schema_option("Decode the cassettes with this schema (union, v0.9.0, head, or a path) instead of their own.")
 def replay_command(
     cassettes: tuple[Path, ...],
     listen: str,
@@ -139,6 +147,7 @@ def replay_command(
     upstream_insecure: bool,
     report_file: Path | None,
     exec_command: str | None,
+    schema: bytes | None,
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
@@ -170,6 +179,7 @@ def replay_command(
         allow_repeats=allow_repeats,
         speed=speed,
         unfinished_timeout=unfinished_timeout,
+        schema=schema,
     )
     fallback = None
     if record_mode.forwards_misses:

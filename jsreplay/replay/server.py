@@ -48,6 +48,7 @@ class ReplayConfig:
     causal_timeout: float = CAUSAL_TIMEOUT_S
     unfinished_timeout: float = UNFINISHED_TIMEOUT_S  # bounds the calls whose recording has no end
     shift_timestamps: bool = True
+    schema: bytes | None = None  # --schema: decode the cassettes with it instead of their own
 
 
 class TunnelInputError(Exception):
@@ -409,7 +410,7 @@ class ReplayServer(ServesEndpoint):
         self.config = config
         self._fallback_factory = fallback
         self._fallback: Fallback | None = None
-        self._library = load_library(list(config.cassettes))
+        self._library = load_library(list(config.cassettes), config.schema)
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: ReplayHandler | None = None
