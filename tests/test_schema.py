@@ -1,4 +1,5 @@
-"""The .proto files in protos/ and the committed descriptor set match jumpstarter-protocol 0.9.0's wire schema."""
+"""protos/v0.9.0 and its committed descriptor set match jumpstarter-protocol 0.9.0's wire schema field for field;
+the committed sets (v0.9.0, head, their union) are current."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from schema_compare import compare_file_sets, file_set_from_pool, load_file_set
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROTO_ROOT = REPO_ROOT / "protos"
-DESCRIPTORS = REPO_ROOT / "jsreplay" / "protocol" / "descriptors.binpb"
+PROTO_ROOT = REPO_ROOT / "protos" / "v0.9.0"
+DESCRIPTORS = REPO_ROOT / "jsreplay" / "protocol" / "schemas" / "v0.9.0.binpb"
+UNION = REPO_ROOT / "jsreplay" / "protocol" / "descriptors.binpb"
 
 JUMPSTARTER_FILES = [
     "jumpstarter/v1/common.proto",
@@ -53,7 +55,8 @@ def upstream() -> descriptor_pb2.FileDescriptorSet:
 
 def _build(proto_root: Path, tmp_path: Path) -> descriptor_pb2.FileDescriptorSet:
     out = tmp_path / "out" / "descriptors.binpb"
-    build_descriptors.write_descriptor_set(out, proto_root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(build_descriptors.build_descriptor_set(proto_root))
     return load_file_set(out)
 
 
@@ -80,6 +83,19 @@ def test_committed_descriptors_match_jumpstarter_protocol(upstream: descriptor_p
 def test_committed_descriptors_are_current(tmp_path: Path) -> None:
     rebuilt = _build(PROTO_ROOT, tmp_path)
     assert rebuilt == load_file_set(DESCRIPTORS), "run: python scripts/build_descriptors.py"
+    assert build_descriptors.stale() == [], "run: python scripts/build_descriptors.py"
+
+
+def test_the_default_schema_is_the_union_of_both_lines() -> None:
+    from jsreplay.protocol.registry import Registry
+
+    union = Registry(UNION.read_bytes())
+    paths = {m.path for m in union.methods()}
+    assert "/jumpstarter.v1.ControllerService/AuditStream" in paths  # 0.9.0 only
+    assert "/jumpstarter.v1.ControllerService/GetServiceEndpoints" in paths  # head only
+    assert "/jumpstarter.v1.TelemetryService/PushLogs" in paths
+    assert "motd" in union.descriptor("jumpstarter.v1.GetReportResponse").fields_by_name
+    assert "context" in union.descriptor("jumpstarter.client.v1.Lease").fields_by_name
 
 
 def test_check_mode_flags_stale_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

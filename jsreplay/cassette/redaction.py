@@ -31,11 +31,21 @@ from jsreplay.cassette.model import (
     ServerMessage,
     Status,
 )
-from jsreplay.protocol.registry import ProtocolError, Registry
+from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
 
 REDACTED_PREFIX = "redacted:"
 
-DEFAULT_METADATA_KEYS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
+# x-jumpstarter-passphrase: what `jmp shell --tls-grpc` sends an exporter's gRPC listener.
+DEFAULT_METADATA_KEYS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-jumpstarter-passphrase",
+)
+#: How many paths of fields unknown to the schema are kept per message type, for the warning.
+MAX_UNKNOWN_PATHS = 8
 # Known secret fields of the Jumpstarter schema...
 DEFAULT_FIELDS = (
     "jumpstarter.v1.DialResponse.router_token",
@@ -77,6 +87,9 @@ class Redactor:
         self._field_names = tuple(field_names)
         self._name_patterns = [re.compile(p) for p in self._field_names]
         self._secret_cache: dict[str, frozenset[str]] = {}
+        # message type -> paths of fields the schema does not know, seen in messages written: redaction by field
+        # name cannot see them, so a secret there is stored in clear; the recorder warns about them.
+        self.unknown_fields: dict[str, set[str]] = {}
 
     @property
     def description(self) -> Redaction:
@@ -189,8 +202,24 @@ class Redactor:
         digest = hmac.new(self._key, data, hashlib.sha256).hexdigest()  # not fingerprint(): it keeps "redacted:…"
         return f"{REDACTED_PREFIX}undecodable {len(data)} bytes {digest[:12]}".encode()
 
+    def _note_unknown_fields(self, type_name: str, data: bytes) -> None:
+        """Remember where a message carries fields the schema does not know (cheaply: parse, drop unknown
+        fields, compare sizes; names the paths only when there are some)."""
+        try:
+            message = self._registry.parse(type_name, data)
+            size = message.ByteSize()
+            message.DiscardUnknownFields()
+            if message.ByteSize() == size:
+                return
+            paths = self.unknown_fields.setdefault(type_name, set())
+            if len(paths) < MAX_UNKNOWN_PATHS:
+                paths.update(list(iter_unknown_paths(self._registry.decode(type_name, data)))[:MAX_UNKNOWN_PATHS])
+        except ProtocolError:
+            return
+
     def redact_message(self, type_name: str, data: bytes) -> bytes:
         """The message with its secret fields fingerprinted; the same bytes when it holds none."""
+        self._note_unknown_fields(type_name, data)
         try:
             if not self._secret_fields(type_name):
                 return data

@@ -13,7 +13,7 @@ import click
 
 from jsreplay.cli.inspecting import gc_paused, load_view, write_json, write_output
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_OK
-from jsreplay.cli.options import format_option, ignore_option
+from jsreplay.cli.options import format_option, ignore_option, schema_option
 from jsreplay.cli.progress import StatusLine
 from jsreplay.inspect.diff import (
     CanonicalUnits,
@@ -29,12 +29,14 @@ from jsreplay.inspect.view import CassetteView
 PARALLEL_LOAD_BYTES = 16 << 20
 
 
-def _load_for_diff(path: Path, options: DiffOptions) -> tuple[CassetteView, CanonicalUnits] | None:
+def _load_for_diff(
+    path: Path, options: DiffOptions, schema: bytes | None = None
+) -> tuple[CassetteView, CanonicalUnits] | None:
     """In the forked process: the view and its canonical units, with what the parent will not need dropped;
     None when loading fails (the parent then loads it itself and reports why)."""
     try:
         with gc_paused():
-            view = load_view(path, frames=False, counts=False, status=StatusLine(stream=io.StringIO()))
+            view = load_view(path, frames=False, counts=False, status=StatusLine(stream=io.StringIO()), schema=schema)
             units = canonical_units(view, options)
     except Exception:
         return None
@@ -56,7 +58,7 @@ def drop_inner_messages(view: CassetteView) -> None:
 
 
 def _load_both(
-    old: Path, new: Path, options: DiffOptions, status: StatusLine
+    old: Path, new: Path, options: DiffOptions, status: StatusLine, schema: bytes | None = None
 ) -> tuple[CassetteView, CanonicalUnits, CassetteView, CanonicalUnits | None]:
     """Both cassettes, decoded, the old one's canonical units and, when built alongside, the new one's.
 
@@ -68,17 +70,17 @@ def _load_both(
     except OSError:
         big = False  # load_view reports the missing file
     if not big or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        old_view = load_view(old, frames=False, counts=False, status=status)
-        new_view = load_view(new, frames=False, counts=False, status=status)
+        old_view = load_view(old, frames=False, counts=False, status=status, schema=schema)
+        new_view = load_view(new, frames=False, counts=False, status=status, schema=schema)
         return old_view, canonical_units(old_view, options), new_view, None
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        pending = pool.submit(_load_for_diff, new, options)
-        old_view = load_view(old, frames=False, counts=False, status=status)
+        pending = pool.submit(_load_for_diff, new, options, schema)
+        old_view = load_view(old, frames=False, counts=False, status=status, schema=schema)
         old_units = canonical_units(old_view, options)
         status.show(f"{new.name}: decoding", force=True)
         loaded = pending.result()
     if loaded is None:
-        return old_view, old_units, load_view(new, frames=False, counts=False, status=status), None
+        return old_view, old_units, load_view(new, frames=False, counts=False, status=status, schema=schema), None
     return old_view, old_units, *loaded
 
 
@@ -94,6 +96,7 @@ def _load_both(
     metavar="PERCENT",
     help="Also report calls whose duration changed by more than PERCENT.",
 )
+@schema_option("Decode both with this schema (union, v0.9.0, head, or a path); then no schema difference is shown.")
 def diff_command(
     old: Path,
     new: Path,
@@ -101,6 +104,7 @@ def diff_command(
     ignores: tuple[str, ...],
     no_default_ignores: bool,
     timing_threshold: float | None,
+    schema: bytes | None,
 ) -> None:
     """Compare two cassettes call by call, field by field, and their embedded schemas.
 
@@ -111,13 +115,13 @@ def diff_command(
     status = StatusLine()
     options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
     with gc_paused():
-        old_view, old_units, new_view, new_units = _load_both(old, new, options, status)
+        old_view, old_units, new_view, new_units = _load_both(old, new, options, status, schema)
         status.show("comparing", force=True)
         try:
             try:
                 report = diff_views(old_view, new_view, options, old_units=old_units, new_units=new_units)
             except DroppedDataError:
-                new_view = load_view(new, frames=False, counts=False, status=status)
+                new_view = load_view(new, frames=False, counts=False, status=status, schema=schema)
                 report = diff_views(old_view, new_view, options)
         finally:
             status.clear()

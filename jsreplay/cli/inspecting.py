@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import gc
 import os
 import sys
@@ -48,6 +49,7 @@ def load_view(
     frames: bool = True,
     counts: bool = True,
     status: StatusLine | None = None,
+    schema: bytes | None = None,
 ) -> CassetteView:
     """Read and decode a cassette, showing progress on a terminal. Cassette errors propagate (exit 2).
 
@@ -61,6 +63,8 @@ def load_view(
             if len(events) % _PROGRESS_EVERY == 0:
                 status.show(f"{path.name}: read {len(events)} events")
         header, truncated_at = reader.header, reader.truncated_at
+    if schema is not None:  # --schema: decode with it instead of the embedded one (and compare it so in diff)
+        header = dataclasses.replace(header, descriptor_set=schema)
     calls = group_calls(events)
 
     def progress(stage: str, done: int, total: int) -> None:

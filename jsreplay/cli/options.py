@@ -52,6 +52,23 @@ def listen_options(peers: str, *, singular: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+def _load_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
+    from jsreplay.protocol.schemas import SchemaError, load_schema
+
+    if value is None:
+        return None
+    try:
+        return load_schema(value)
+    except SchemaError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+
+
+def schema_option(help: str) -> Callable[[F], F]:
+    """--schema NAME|PATH, as `schema` (bytes of a FileDescriptorSet, or None): a shipped schema (union, the
+    default; v0.9.0; head), a .proto tree or a serialized FileDescriptorSet."""
+    return click.option("--schema", "schema", metavar="NAME|PATH", callback=_load_schema, help=help)
+
+
 def format_option(*formats: str, help: str) -> Callable[[F], F]:
     """--format, choosing among `formats` (the first is the default), as `fmt`."""
     return click.option("--format", "fmt", type=click.Choice(formats), default=formats[0], show_default=True, help=help)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from jsreplay.cli.options import listen_options, listen_tls_options, upstream_options, upstream_trust
+from jsreplay.cli.options import listen_options, listen_tls_options, schema_option, upstream_options, upstream_trust
 from jsreplay.cli.progress import human_bytes
 from jsreplay.cli.recording import run_until_stopped
 from jsreplay.record import RecordConfig
@@ -32,7 +32,15 @@ from jsreplay.serving import parse_hostport
     metavar="PATH",
     help="Also redact this field, e.g. jumpstarter.v1.GetReportResponse.uuid (repeatable).",
 )
+@click.option(
+    "--redact-metadata",
+    "redact_metadata",
+    multiple=True,
+    metavar="KEY",
+    help="Also redact this metadata key, e.g. x-my-secret (repeatable).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing cassette.")
+@schema_option("The schema the peers speak, embedded in the cassette: union (default), v0.9.0, head, or a path.")
 def record_command(
     upstream: str,
     cassette: Path,
@@ -46,7 +54,9 @@ def record_command(
     plaintext: bool,
     no_redact: bool,
     redact_fields: tuple[str, ...],
+    redact_metadata: tuple[str, ...],
     overwrite: bool,
+    schema: bytes | None,
 ) -> None:
     """Forward everything to a real controller/router and record it to a cassette.
 
@@ -70,6 +80,8 @@ def record_command(
         redact=not no_redact,
         redact_fields=redact_fields,
         overwrite=overwrite,
+        schema=schema,
+        redact_metadata=tuple(key.lower() for key in redact_metadata),
     )
     if no_redact:
         click.echo("jsreplay: warning: --no-redact: tokens and keys will be stored in the cassette", err=True)
@@ -80,6 +92,14 @@ def record_command(
         f"{human_bytes(proxy.bytes_written)} written to {cassette}",
         err=True,
     )
+    unknown = proxy.unknown_fields
+    if unknown:
+        where = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in unknown.items())
+        click.echo(
+            "jsreplay: warning: messages carried fields the schema does not know, which redaction by field name "
+            f"cannot see (a secret there is stored in clear; record with --schema for the peers' version): {where}",
+            err=True,
+        )
     if proxy.error:
         click.echo(f"jsreplay: error: {proxy.error}", err=True)
         raise SystemExit(2)

@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
-from jsreplay.cli.options import ignore_option, listen_options, listen_tls_options, upstream_options, upstream_trust
+from jsreplay.cli.options import (
+    ignore_option,
+    listen_options,
+    listen_tls_options,
+    schema_option,
+    upstream_options,
+    upstream_trust,
+)
 from jsreplay.cli.progress import StatusLine
 from jsreplay.cli.recording import run_until_stopped as run_recorder
 from jsreplay.inspect.values import printable
@@ -167,6 +174,7 @@ def _spec_option(name: str, parse: Callable[[str], object], metavar: str, help: 
     metavar="COMMAND",
     help="Run COMMAND (with JSREPLAY_ENDPOINT and JSREPLAY_CA_FILE set) and stop when it ends.",
 )
+@schema_option("Decode the cassettes with this schema (union, v0.9.0, head, or a path) instead of their own.")
 def replay_command(
     cassettes: tuple[Path, ...],
     listen: str,
@@ -191,6 +199,7 @@ def replay_command(
     delay: tuple[Any, ...],
     cut_tunnel: tuple[Any, ...],
     exec_command: str | None,
+    schema: bytes | None,
 ) -> None:
     """Serve CASSETTES as a Jumpstarter controller, router and exporter, with no cluster.
 
@@ -224,6 +233,7 @@ def replay_command(
         speed=speed,
         unfinished_timeout=unfinished_timeout,
         faults=FaultPlan(faults=fault, delays=delay, cuts=cut_tunnel),
+        schema=schema,
     )
     fallback = None
     if record_mode.forwards_misses:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.inspecting import gc_paused, load_view, write_output
-from jsreplay.cli.options import format_option
+from jsreplay.cli.options import format_option, schema_option
 from jsreplay.inspect.mermaid import render_mermaid
 from jsreplay.inspect.show import ShowOptions, render_text, select_calls, view_json_text
 
@@ -35,8 +35,15 @@ from jsreplay.inspect.show import ShowOptions, render_text, select_calls, view_j
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With --format html: a `jsreplay replay --report` file; its misses and faults are marked on the page.",
 )
+@schema_option("Decode with this schema instead of the one the cassette embeds: union, v0.9.0, head, or a path.")
 def show_command(
-    cassette: Path, fmt: str, methods: tuple[str, ...], no_tunnel: bool, raw: bool, report: Path | None
+    cassette: Path,
+    fmt: str,
+    methods: tuple[str, ...],
+    no_tunnel: bool,
+    raw: bool,
+    report: Path | None,
+    schema: bytes | None,
 ) -> None:
     """Show a cassette: every call in time order with its messages, router tunnels with their inner calls.
 
@@ -57,7 +64,9 @@ def show_command(
     with gc_paused():
         # The diagram shows calls and outcomes, not message contents: skip decoding them.
         # Router frames are shown only as bytes (--raw) or when their tunnels are not decoded.
-        view = load_view(cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel, frames=raw or no_tunnel)
+        view = load_view(
+            cassette, decode=not raw and fmt != "mermaid", tunnels=not no_tunnel, frames=raw or no_tunnel, schema=schema
+        )
         options = ShowOptions(methods=methods, raw=raw)
         if fmt == "html":
             from jsreplay.inspect.html import render_html

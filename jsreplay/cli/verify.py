@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from jsreplay.cli.main import EXIT_ERROR
-from jsreplay.cli.options import format_option, ignore_option, listen_options, listen_tls_options
+from jsreplay.cli.options import format_option, ignore_option, listen_options, listen_tls_options, schema_option
 from jsreplay.verify import DEFAULT_TIMEOUT_S, Verifier, VerifyConfig, VerifyError, VerifyReport
 
 
@@ -53,6 +53,7 @@ async def _run(config: VerifyConfig) -> VerifyReport:
     metavar="SECONDS",
     help="How long to wait for the exporter to connect, and for each later step before giving up on it.",
 )
+@schema_option("Decode the cassette with this schema (union, v0.9.0, head, or a path) instead of its own.")
 def verify_command(
     cassette: Path,
     listen: str,
@@ -64,6 +65,7 @@ def verify_command(
     fmt: str,
     ignores: tuple[str, ...],
     timeout: float,
+    schema: bytes | None,
 ) -> None:
     """Play the controller and the recorded client for a real exporter, and compare its answers.
 
@@ -78,6 +80,7 @@ def verify_command(
         tls=listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen),
         ignores=ignores,
         timeout=timeout,
+        schema=schema,
     )
     try:
         report = asyncio.run(_run(config))

@@ -14,6 +14,10 @@ _TYPE_NAMES = {value: name[len("TYPE_") :].lower() for name, value in descriptor
 _LABELS = {value: name[len("LABEL_") :].lower() for name, value in descriptor_pb2.FieldDescriptorProto.Label.items()}
 
 
+#: Only the protocol's own packages are compared (their imports, the well-known types, come with the compiler).
+JUMPSTARTER_PACKAGE = "jumpstarter"
+
+
 @dataclass(frozen=True)
 class SchemaChange:
     """One element added, removed or changed. `element` is service, method, message, field, enum or
@@ -65,6 +69,8 @@ def _index(descriptor_set: bytes) -> dict[str, dict[str, str]]:
             add_enum(enum, name)
 
     for file in fds.file:
+        if not file.package.startswith(JUMPSTARTER_PACKAGE):
+            continue  # google.protobuf, google.api...: the compiler's, not the protocol's
         for message in file.message_type:
             add_message(message, file.package)
         for enum in file.enum_type:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from jsreplay.protocol.registry import UnknownField, WireType
+from jsreplay.protocol.registry import UnknownField, WireType, printable_text
 
 BYTES_HEAD = 32  # bytes kept in the summary of a long byte string
 TEXT_BYTES = 16  # bytes of a byte string shown in text output before it is abbreviated
@@ -110,7 +110,11 @@ def unknown_text(fields: list[Any], limit: int | None = TEXT_BYTES) -> str:
     parts = []
     for f in fields:
         if isinstance(f, UnknownField):
-            value = bytes_text(f.value, limit) if isinstance(f.value, bytes) else str(f.value)
+            text = printable_text(f.value) if isinstance(f.value, bytes) else None
+            if text is not None:  # a string field of a newer schema, most likely: show the words
+                value = quote(text)
+            else:
+                value = bytes_text(f.value, limit) if isinstance(f.value, bytes) else str(f.value)
             wire = "group" if f.wire_type is WireType.START_GROUP else f.wire_type.name.lower()
             parts.append(f"{value} ({wire})")
         else:  # already masked to text by the normaliser

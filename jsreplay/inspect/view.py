@@ -29,7 +29,7 @@ from jsreplay.cassette.model import (
     Status,
     metadata_get,
 )
-from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths
+from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths, unknown_map
 from jsreplay.protocol.wire import ROUTER_STREAM, code_name, short_method
 from jsreplay.session.tokens import bearer_token
 from jsreplay.session.tunnels import (
@@ -227,9 +227,35 @@ def decode_message(registry: Registry, type_name: str | None, data: bytes, *, de
         value = registry.decode(type_name, data)
         if registry.reaches_maps(type_name):  # found once per schema, when it was loaded
             value = _sort_maps(value, registry.descriptor(type_name))
+        value = _sort_unknown_maps(value)
         return ViewMessage(data=data, type_name=type_name, value=value)
     except ProtocolError as err:
         return ViewMessage(data=data, type_name=type_name, error=str(err))
+
+
+def _sort_unknown_maps(value: Any) -> Any:
+    """Unknown fields that read as maps (`unknown_map`) with their entries sorted by key, as known maps are: the
+    sender's order is its hash table's, which differs between processes. The same object when nothing moved."""
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            new = item
+            if isinstance(key, str) and key.startswith("#") and isinstance(item, list) and len(item) > 1:
+                entries = unknown_map(item)
+                if entries is not None:
+                    keys = [str(k) for k in entries]  # in the order of `item`
+                    order = sorted(range(len(item)), key=keys.__getitem__)
+                    new = [item[i] for i in order]
+            elif isinstance(item, dict | list):
+                new = _sort_unknown_maps(item)
+            changed |= new is not item
+            out[key] = new
+        return out if changed else value
+    if isinstance(value, list):
+        items = [_sort_unknown_maps(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
 
 
 class _MessageDecoder:

@@ -575,3 +575,78 @@ def value_to_bytes(descriptor: Descriptor, value: Any) -> bytes:
     except (TypeError, ValueError, AttributeError) as err:
         raise MessageEncodeError(f"{descriptor.full_name}: {err}") from None
     return message.SerializeToString() + unknown
+
+
+# ------------------------------------------------------------------------------------------- unknown fields
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
+def _map_entry(data: bytes) -> tuple[Any, Any] | None:
+    """(key, value) when `data` looks like a map entry: only fields 1 and 2, each at most once, each a varint or
+    length-delimited (text when it is UTF-8); None otherwise."""
+    found: dict[int, Any] = {}
+    i = 0
+    try:
+        while i < len(data):
+            tag, i = _read_varint(data, i)
+            number, wire = tag >> 3, tag & 7
+            if number not in (1, 2) or number in found:
+                return None
+            if wire == WireType.VARINT:
+                found[number], i = _read_varint(data, i)
+            elif wire == WireType.LENGTH_DELIMITED:
+                size, i = _read_varint(data, i)
+                if i + size > len(data):
+                    return None
+                raw = data[i : i + size]
+                i += size
+                try:
+                    found[number] = raw.decode()
+                except UnicodeDecodeError:
+                    found[number] = raw
+            else:
+                return None
+    except ValueError:
+        return None
+    if 1 not in found:
+        return None
+    return found[1], found.get(2, "")
+
+
+def unknown_map(fields: Iterable[Any]) -> dict[Any, Any] | None:
+    """An unknown repeated field read as a map (entries: key = 1, value = 2) when every entry looks like one and
+    the keys are distinct, else None. Map entries come in whatever order the sender's hash table had, which
+    differs between processes: compare them as this dict, not by position."""
+    out: dict[Any, Any] = {}
+    for field in fields:
+        if not isinstance(field, UnknownField) or field.wire_type != WireType.LENGTH_DELIMITED:
+            return None
+        assert isinstance(field.value, bytes)
+        entry = _map_entry(field.value)
+        if entry is None or not isinstance(entry[0], str | int) or entry[0] in out:
+            return None
+        out[entry[0]] = entry[1]
+    return out or None
+
+
+def printable_text(data: bytes) -> str | None:
+    """The bytes as text when they are UTF-8 with no control characters but newlines and tabs, else None."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text or any((ch < " " and ch not in "\n\t") or ch == "\x7f" for ch in text):
+        return None
+    return text

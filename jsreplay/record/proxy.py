@@ -15,7 +15,7 @@ from jsreplay import __version__
 from jsreplay.cassette.format import CassetteWriter
 from jsreplay.cassette.migrations import FORMAT_VERSION
 from jsreplay.cassette.model import Header, Redaction
-from jsreplay.cassette.redaction import DEFAULT_FIELDS, Redactor
+from jsreplay.cassette.redaction import DEFAULT_FIELDS, DEFAULT_METADATA_KEYS, Redactor
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
 from jsreplay.record.forward import ForwardingHandler
@@ -41,6 +41,8 @@ class RecordConfig:
     redact: bool = True
     redact_fields: tuple[str, ...] = ()
     overwrite: bool = False
+    schema: bytes | None = None  # the schema to record with (embedded in the header); default: the union
+    redact_metadata: tuple[str, ...] = ()  # more metadata keys to redact (--redact-metadata)
 
 
 class RecordingProxy(ServesEndpoint):
@@ -51,7 +53,7 @@ class RecordingProxy(ServesEndpoint):
     def __init__(self, config: RecordConfig) -> None:
         parse_hostport(config.upstream, what="--upstream")  # fail before anything is created
         self.config = config
-        self._registry = Registry.default()
+        self._registry = Registry.for_descriptor_set(config.schema) if config.schema else Registry.default()
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self._recorder: Recorder | None = None
@@ -60,6 +62,7 @@ class RecordingProxy(ServesEndpoint):
         self._hurry = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self.routes: RouterTable | None = None
+        self._active_redactor: Redactor | None = None
 
     @property
     def stats(self) -> RecorderStats:
@@ -74,6 +77,15 @@ class RecordingProxy(ServesEndpoint):
         """Why recording stopped early (a write failure), if it did."""
         return self._require_recorder().error
 
+    @property
+    def unknown_fields(self) -> dict[str, list[str]]:
+        """Message type -> paths of fields the schema did not know, in messages recorded: redaction by field name
+        could not look inside them (empty when nothing was redacted)."""
+        redactor = self._active_redactor
+        if redactor is None:
+            return {}
+        return {name: sorted(paths) for name, paths in sorted(redactor.unknown_fields.items())}
+
     def _require_recorder(self) -> Recorder:
         if self._recorder is None:
             raise RuntimeError("the proxy is not started")
@@ -82,14 +94,18 @@ class RecordingProxy(ServesEndpoint):
     def _redactor(self) -> Redactor | None:
         if not self.config.redact:
             return None
-        return Redactor(registry=self._registry, fields=(*DEFAULT_FIELDS, *self.config.redact_fields))
+        return Redactor(
+            registry=self._registry,
+            fields=(*DEFAULT_FIELDS, *self.config.redact_fields),
+            metadata_keys=(*DEFAULT_METADATA_KEYS, *self.config.redact_metadata),
+        )
 
     async def start(self) -> None:
         config = self.config
         server = grpc.aio.server(options=SERVER_OPTIONS)
         bound = bind(server, config.listen, config.tls, advertise=config.advertise)
         try:
-            redactor = self._redactor()
+            redactor = self._active_redactor = self._redactor()
             header = Header(
                 format_version=FORMAT_VERSION,
                 jsreplay_version=__version__,
@@ -167,6 +183,8 @@ async def recording(
     redact: bool = True,
     redact_fields: Iterable[str] = (),
     overwrite: bool = False,
+    schema: bytes | None = None,
+    redact_metadata: Iterable[str] = (),
 ) -> AsyncIterator[RecordingProxy]:
     """Run a recording proxy for the duration of the block::
 
@@ -184,6 +202,8 @@ async def recording(
             redact=redact,
             redact_fields=tuple(redact_fields),
             overwrite=overwrite,
+            schema=schema,
+            redact_metadata=tuple(k.lower() for k in redact_metadata),
         )
     )
     await proxy.start()

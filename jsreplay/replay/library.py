@@ -283,13 +283,14 @@ def _scan(
     return calls
 
 
-def load_library(paths: Iterable[Path]) -> Library:
+def load_library(paths: Iterable[Path], schema: bytes | None = None) -> Library:
+    """`schema`: decode every cassette with it (--schema) instead of the one it embeds."""
     library = Library()
     for path in paths:
         source = path.name
         with CassetteReader(path) as reader:
             header = reader.header
-            registry = Registry.for_descriptor_set(header.descriptor_set)
+            registry = Registry.for_descriptor_set(schema if schema is not None else header.descriptor_set)
             file = RecordFile(path)
             calls = _scan(path, reader, source, registry, file)
             loaded = LoadedCassette(header=header, event_count=reader.events_read, truncated_at=reader.truncated_at)

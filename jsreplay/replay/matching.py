@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsreplay.cassette.redaction import REDACTED_PREFIX
-from jsreplay.protocol.registry import ProtocolError, Registry, StreamKind
+from jsreplay.protocol.registry import ProtocolError, Registry, StreamKind, unknown_map
 from jsreplay.protocol.wire import short_method
 from jsreplay.replay.script import Script
 from jsreplay.session.volatile import MATCHING_IGNORES, IgnoreRule
@@ -39,12 +39,30 @@ class Mismatch:
     live: Any
 
     def __str__(self) -> str:
-        return f"{self.path or '(message)'}: recorded {_short(self.recorded)}, got {_short(self.live)}"
+        recorded, live = _around_difference(repr(self.recorded), repr(self.live))
+        return f"{self.path or '(message)'}: recorded {recorded}, got {live}"
 
 
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _around_difference(a: str, b: str, limit: int = 80, before: int = 24) -> tuple[str, str]:
+    """Both texts cut to `limit` characters around where they first differ (not their common prefix), with
+    the offset said when the cut starts later: two long values that differ only at the end stay telling."""
+    if len(a) <= limit and len(b) <= limit:
+        return a, b
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, first - before)
+
+    def cut(text: str) -> str:
+        piece = text[start : start + limit]
+        head = f"…(at {start}) " if start else ""
+        tail = "…" if start + limit < len(text) else ""
+        return head + piece + tail
+
+    return cut(a), cut(b)
 
 
 _MISSING = "<absent>"
@@ -57,7 +75,13 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         if not value and prefix:
             out[prefix] = {}
         for key, item in value.items():
-            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+            path = f"{prefix}.{key}" if prefix else str(key)
+            entries = unknown_map(item) if isinstance(key, str) and key.startswith("#") else None
+            if entries is not None:  # an unknown map: by key, not by the order the sender's hash table had
+                for k, v in entries.items():
+                    out[f"{path}[{k!r}]"] = v
+                continue
+            out.update(flatten(item, path))
     elif isinstance(value, list):
         if not value and prefix:
             out[prefix] = []

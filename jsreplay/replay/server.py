@@ -53,6 +53,7 @@ class ReplayConfig:
     unfinished_timeout: float = UNFINISHED_TIMEOUT_S  # bounds the calls whose recording has no end
     shift_timestamps: bool = True
     faults: FaultPlan = field(default_factory=FaultPlan)  # injected faults, delays and tunnel cuts
+    schema: bytes | None = None  # --schema: decode the cassettes with it instead of their own
 
 
 class TunnelCutInjected(Exception):
@@ -590,7 +591,7 @@ class ReplayServer(ServesEndpoint):
         self.config = config
         self._fallback_factory = fallback
         self._fallback: Fallback | None = None
-        self._library = load_library(list(config.cassettes))
+        self._library = load_library(list(config.cassettes), config.schema)
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: ReplayHandler | None = None

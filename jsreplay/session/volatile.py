@@ -57,6 +57,16 @@ VOLATILE_FIELDS: tuple[IgnoreRule, ...] = (
     IgnoreRule("*.end_time", "lease times"),
     IgnoreRule("*.lastTransitionTime", "lease condition timestamps"),
     IgnoreRule("ClientService/RotateToken.response.expiry", "token expiry times"),
+    # The development line (after 0.9.0): log records carry their time, and Python logging's `asctime` (a
+    # formatted time) among their structured fields; pushed telemetry entries carry a timestamp.
+    IgnoreRule("ExporterService/LogStream.response.timestamp", "when the exporter logged the line"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.asctime", "the log record's formatted time"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.created", "the log record's creation time"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.msecs", "the log record's milliseconds"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.relativeCreated", "ms since logging started"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.thread", "the logging thread's id"),
+    IgnoreRule("ExporterService/LogStream.response.structured_fields.process", "the exporter's process id"),
+    IgnoreRule("TelemetryService/PushLogs.request.entries.timestamp", "when the log entry was emitted"),
     IgnoreRule("ExporterService/GetStatus.response.status_version", "counts status changes over the exporter's life"),
     # The exporter's status as the controller saw it at that instant: it races the exporter's own ReportStatus
     # calls (a GetExporter right after CreateLease sees AVAILABLE or LEASE_READY), and those calls are compared.

@@ -76,8 +76,8 @@ def _is_exporters(script: Script) -> bool:
     return script.method in EXPORTER_METHODS
 
 
-def load_plan(cassette: Path) -> Plan:
-    library = load_library([cassette])
+def load_plan(cassette: Path, schema: bytes | None = None) -> Plan:
+    library = load_library([cassette], schema)
     path = library.cassettes[0][0]
     loaded = whole_cassette(path)  # verify drives every tunnel: decode the whole (small) cassette here
     registry = library.registries[path.name]

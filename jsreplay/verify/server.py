@@ -85,6 +85,7 @@ class VerifyConfig:
     tls: ListenTLS = field(default_factory=ListenTLS)
     ignores: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT_S  # connect wait, and the longest wait for any next step after that
+    schema: bytes | None = None  # --schema: decode the cassette with it instead of its own
 
 
 @dataclass
@@ -514,7 +515,7 @@ class Verifier(ServesEndpoint):
 
     def __init__(self, config: VerifyConfig) -> None:
         self.config = config
-        self.plan = load_plan(config.cassette)
+        self.plan = load_plan(config.cassette, config.schema)
         if not self.plan.scripts:
             raise VerifyError(f"{config.cassette} has no exporter calls to verify against (was an exporter recorded?)")
         self._server: grpc.aio.Server | None = None

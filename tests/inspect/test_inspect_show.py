@@ -101,7 +101,7 @@ def test_unknown_fields_are_shown_by_number_and_marked(recordings: Recordings, t
 
     variant = edit(recordings.baseline, tmp_path / "unknown.msgpack", add_field)
     text = run_cli("show", "--method", "*GetExporter", variant).stdout
-    assert "#77: unknown field: 0x68656c6c6f (length_delimited)" in text
+    assert '#77: unknown field: "hello" (length_delimited)' in text  # printable bytes read as text
     [call] = show_json(variant, "--method", "*GetExporter")["calls"]
     [response] = call["responses"]
     assert response["unknown_fields"] == ["#77"]

@@ -82,7 +82,7 @@ def test_json_tags_bytes_unknown_fields_and_odd_floats() -> None:
 def test_text_escapes_control_characters_and_marks_unknown_fields() -> None:
     assert quote("a\x1b[31mb\u0085") == '"a\\u001b[31mb\\u0085"'
     line = inline_text({"name": "x", "#9": [UnknownField(9, WireType.LENGTH_DELIMITED, b"hi")], "n": None})
-    assert line == '{name: "x", #9: unknown field: 0x6869 (length_delimited), n: null}'
+    assert line == '{name: "x", #9: unknown field: "hi" (length_delimited), n: null}'
     lines = block_lines({"a": {"b": "c" * 50}, "d": [1, 2]}, "", width=30)
     assert lines[0] == "a:" and lines[1].startswith("  b: ") and lines[-1] == "d: [1, 2]"
 
