@@ -27,6 +27,7 @@ from jumpstarter_driver_power.driver import MockPower
 
 from jsreplay.protocol.registry import Registry
 from jsreplay.record import recording
+from jsreplay.session.drivers import tree_paths
 from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, RecordedRun, record_scenario
 from jsreplay.verify import (
@@ -42,7 +43,7 @@ from jsreplay.verify import (
     VerifyReport,
     verifying,
 )
-from jsreplay.verify.uuids import UuidMap, tree_paths
+from jsreplay.verify.uuids import UuidMap
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

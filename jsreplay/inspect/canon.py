@@ -26,10 +26,11 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsreplay.inspect.ignores import Normalizer, driver_names
+from jsreplay.inspect.ignores import Normalizer
 from jsreplay.inspect.view import CassetteView, EndKind, ViewCall, ViewMessage
 from jsreplay.protocol.registry import UnknownField
 from jsreplay.protocol.wire import GET_REPORT, REGISTER, ROUTER_STREAM
+from jsreplay.session.drivers import driver_names
 
 _LONG_BYTES = 64  # longer byte strings are represented by a digest in signatures
 _MISSING = object()

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jsreplay.protocol.registry import UnknownField, WireType
-from jsreplay.protocol.wire import DRIVER_NAME_LABEL
 from jsreplay.session.volatile import COMPARING_IGNORES, IgnoreRule
 
 IGNORED = "<ignored>"
@@ -42,23 +41,6 @@ DEFAULT_VALUE_MASKS: tuple[tuple[str, str], ...] = (
     ("UUID", "lease names, exporter and driver instance UUIDs: `<uuid>`, or `<driver:NAME>` for a known driver"),
     ("redacted:<12 hex>", "redaction fingerprints, keyed anew for every recording: `redacted:<fingerprint>`"),
 )
-
-
-def driver_names(reports: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """UUID -> driver name from decoded `DriverInstanceReport`s (the `jumpstarter.dev/name` label; the root
-    driver, which has no name, is "root")."""
-    names: dict[str, str] = {}
-    for report in reports:
-        uuid = report.get("uuid")
-        if not isinstance(uuid, str) or not uuid:
-            continue
-        labels = report.get("labels") or {}
-        name = labels.get(DRIVER_NAME_LABEL) if isinstance(labels, Mapping) else None
-        if isinstance(name, str) and name:
-            names[uuid.lower()] = name
-        elif not report.get("parent_uuid"):
-            names[uuid.lower()] = "root"
-    return names
 
 
 class Normalizer:

@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from jsreplay.protocol.registry import ProtocolError, Registry
-from jsreplay.protocol.wire import DRIVER_NAME_LABEL, GET_REPORT, GET_REPORT_RESPONSE
+from jsreplay.protocol.wire import GET_REPORT, GET_REPORT_RESPONSE
 from jsreplay.replay.script import Script
-
-
-def driver_paths(reports: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """uuid -> the driver's dotted path of `jumpstarter.dev/name` labels below the root ("power", "nested.child").
-
-    The root (no parent) has the empty path; a driver without a name label is named by its uuid."""
-    by_uuid = {str(r.get("uuid", "")): r for r in reports}
-    paths: dict[str, str] = {}
-    for uuid in by_uuid:
-        names: list[str] = []
-        seen: set[str] = set()
-        current: str | None = uuid
-        while current and current in by_uuid and current not in seen:
-            seen.add(current)
-            report = by_uuid[current]
-            parent = report.get("parent_uuid") or None
-            if parent is None:
-                break  # the root: not part of the path
-            labels = report.get("labels") or {}
-            name = labels.get(DRIVER_NAME_LABEL) if isinstance(labels, Mapping) else None
-            names.append(str(name or current))
-            current = str(parent)
-        paths[uuid] = ".".join(reversed(names))
-    return paths
+from jsreplay.session.drivers import driver_paths
 
 
 def tunnel_driver_paths(scripts: Iterable[Script], registry: Registry) -> dict[str, str]:

@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 
 from jsreplay.grpc_options import SERVER_OPTIONS
-from jsreplay.inspect.ignores import Normalizer, driver_names
+from jsreplay.inspect.ignores import Normalizer
 from jsreplay.protocol.registry import ProtocolError, StreamKind
 from jsreplay.protocol.wire import (
     GET_REPORT,
@@ -47,6 +47,7 @@ from jsreplay.replay.playback import play, sendable
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.drivers import driver_names
 from jsreplay.session.optional import is_optional
 from jsreplay.session.tokens import bearer_token
 from jsreplay.verify.bridge import INNER_CHANNEL_OPTIONS, OneConnection, RouterBridge

@@ -17,45 +17,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from jsreplay.protocol.registry import ProtocolError, Registry
-from jsreplay.protocol.wire import DRIVER_NAME_LABEL
+from jsreplay.session.drivers import tree_paths
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def tree_paths(reports: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], str]:
-    """Decoded `DriverInstanceReport`s -> {path in the device tree: uuid}.
-
-    A path is the names from the root down; unnamed drivers are `#i`, their index among their siblings in
-    report order (the exporter reports a tree depth-first in a stable order).
-    """
-    by_uuid: dict[str, Mapping[str, Any]] = {}
-    order: list[str] = []
-    for report in reports:
-        uuid = report.get("uuid")
-        if isinstance(uuid, str) and uuid and uuid not in by_uuid:
-            by_uuid[uuid] = report
-            order.append(uuid)
-    segment: dict[str, str] = {}
-    siblings: dict[str, int] = {}
-    for uuid in order:
-        report = by_uuid[uuid]
-        parent = str(report.get("parent_uuid") or "")
-        labels = report.get("labels") or {}
-        name = labels.get(DRIVER_NAME_LABEL) if isinstance(labels, Mapping) else None
-        index = siblings.get(parent, 0)
-        siblings[parent] = index + 1
-        segment[uuid] = name if isinstance(name, str) and name else f"#{index}"
-    paths: dict[tuple[str, ...], str] = {}
-    for uuid in order:
-        path: list[str] = []
-        seen: set[str] = set()
-        current: str | None = uuid
-        while current and current in by_uuid and current not in seen:
-            seen.add(current)
-            path.append(segment[current])
-            current = str(by_uuid[current].get("parent_uuid") or "") or None
-        paths[tuple(reversed(path))] = uuid
-    return paths
 
 
 class UuidMap:

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 from jsreplay.inspect.align import align
 from jsreplay.inspect.diff import DiffKind, value_diffs
-from jsreplay.inspect.ignores import IGNORED, Normalizer, driver_names
+from jsreplay.inspect.ignores import IGNORED, Normalizer
 from jsreplay.inspect.mermaid import text as mermaid_text
 from jsreplay.inspect.schema_diff import diff_schemas
 from jsreplay.inspect.values import block_lines, inline_text, quote, to_json
 from jsreplay.protocol.registry import Registry, UnknownField, WireType
+from jsreplay.session.drivers import driver_names
 from jsreplay.session.volatile import VOLATILE_FIELDS, IgnoreRule
 
 LEASE = "3f2a61c0-7c1e-4c9a-9f0b-2b1d3c4e5f60"
