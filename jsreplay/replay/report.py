@@ -28,6 +28,7 @@ class ReplayReport:
     causal_timeouts: list[str] = field(default_factory=list)
     errors: list[Miss] = field(default_factory=list)  # calls failed: their recording could not be read, bad input
     unfinished: list[Miss] = field(default_factory=list)  # calls whose recording has no end (a cut cassette)
+    unchecked_streams: dict[str, str] = field(default_factory=dict)  # byte stream identity -> why not checked
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class ReplayReport:
                 "used": self.tunnels_used,
                 "unused": self.tunnels_unused,
                 "inner_calls": [{"recording": k, "method": m, "times": n} for k, m, n in self.inner],
+                "unchecked_streams": [{"stream": k, "by": v} for k, v in sorted(self.unchecked_streams.items())],
             },
             "causal_timeouts": self.causal_timeouts,
             "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
@@ -58,4 +60,9 @@ class ReplayReport:
             + (f", {len(self.forwarded)} forwarded to the upstream and recorded" if self.forwarded else "")
             + (f", {len(self.unfinished)} unfinished (their recording has no end)" if self.unfinished else "")
             + (f", {len(self.errors)} failed" if self.errors else "")
+            + (
+                f", bytes not checked for {', '.join(f'{k} ({v})' for k, v in sorted(self.unchecked_streams.items()))}"
+                if self.unchecked_streams
+                else ""
+            )
         )

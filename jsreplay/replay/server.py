@@ -301,6 +301,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
         finally:
             self.exporters.discard(exporter)
             self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
+            if exporter.streams is not None:
+                self.report.unchecked_streams.update(exporter.streams.unchecked)
             await exporter.stop()
             for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
                 tunnel.release()
