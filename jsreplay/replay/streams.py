@@ -211,6 +211,17 @@ class RecordedStream:
     used: bool = False
     reserved: bool = False
 
+    def starts_with(self, data: bytes) -> bool:
+        """Whether the client's recorded bytes start with `data` (an elided recording cannot tell: yes)."""
+        if self.elided is not None:
+            return True
+        head = bytearray()
+        for chunk in self.client_chunks:
+            if len(head) >= len(data):
+                break
+            head += chunk[: len(data) - len(head)]
+        return bytes(head) == data
+
     def bytes_before(self, seq: int) -> int:
         """Client DATA bytes recorded before the event numbered `seq` (of any call in the tunnel)."""
         count = bisect.bisect_left(self.client_seqs, seq)
@@ -471,6 +482,7 @@ class StreamBook:
             return
         live = LiveStream(identity)
         metadata_sent = False
+        first: Any = None  # a message read to choose the recording, not yet checked
         if identity.kind == "resource" and self._by_handle:
             given = next((r for r in unused if not r.reserved), unused[0])
             given.reserved = True
@@ -499,11 +511,41 @@ class StreamBook:
                 await context.abort(grpc.StatusCode.UNKNOWN, reason)
                 return
         else:
-            self._bind(live, unused[0])
+            metadata_sent, first = await self._bind_driver(live, unused, context)
+            if first is grpc.aio.EOF:
+                return
         assert live.recording is not None
-        await self._play(live, live.recording, context, metadata_sent=metadata_sent)
+        await self._play(live, live.recording, context, metadata_sent=metadata_sent, first=first)
 
-    async def _read(self, live: LiveStream, check: ByteCheck | None, context: grpc.aio.ServicerContext) -> None:
+    async def _bind_driver(
+        self, live: LiveStream, unused: list[RecordedStream], context: grpc.aio.ServicerContext
+    ) -> tuple[bool, Any]:
+        """Bind a driver stream: to the first unused recording of its identity, unless there are several and the
+        client speaks first; then to the first whose recorded bytes start with what the client sent first (a
+        skipped step leaves a recording of the same identity unused, not the next stream served its bytes)."""
+        head = unused[0]
+        speaks_first = bool(head.script.responses) and head.after_bytes[0] == 0 and not head.after_end[0]
+        if len(unused) == 1 or speaks_first:
+            self._bind(live, head)
+            return False, None
+        metadata_sent = False
+        if head.script.initial_metadata is not None:  # the client waits for it before it sends
+            await context.send_initial_metadata(sendable(head.script.initial_metadata))
+            metadata_sent = True
+        first = await context.read()
+        data = b""
+        if first is not grpc.aio.EOF:
+            try:
+                data = b"".join(p for t, p in frames(self._registry, (first,), sent_by_client=True) if t == DATA)
+            except ProtocolError:
+                data = b""
+        chosen = next((r for r in unused if data and r.starts_with(data)), head)
+        self._bind(live, chosen)
+        return metadata_sent, first
+
+    async def _read(
+        self, live: LiveStream, check: ByteCheck | None, context: grpc.aio.ServicerContext, first: Any = None
+    ) -> None:
         recording = live.recording
         assert recording is not None
 
@@ -517,7 +559,7 @@ class StreamBook:
         graceful = False
         try:
             while live.miss is None:
-                message = await context.read()
+                message, first = (first, None) if first is not None else (await context.read(), None)
                 if message is grpc.aio.EOF:
                     graceful = True
                     break
@@ -542,11 +584,17 @@ class StreamBook:
             live.notify()
 
     async def _play(
-        self, live: LiveStream, recording: RecordedStream, context: grpc.aio.ServicerContext, *, metadata_sent: bool
+        self,
+        live: LiveStream,
+        recording: RecordedStream,
+        context: grpc.aio.ServicerContext,
+        *,
+        metadata_sent: bool,
+        first: Any = None,
     ) -> None:
         script = recording.script
         check = ByteCheck(recording.client_chunks, recording.elided) if self._checked(live.identity) else None
-        reader = asyncio.create_task(self._read(live, check, context))
+        reader = asyncio.create_task(self._read(live, check, context, first))
         timeout = self._unfinished_timeout if script.cut else None
         try:
             if not metadata_sent and script.initial_metadata is not None:
