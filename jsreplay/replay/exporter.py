@@ -28,10 +28,12 @@ import grpc
 from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
+from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.script import Script
+from jsreplay.replay.streams import StreamBook, StreamDiffers
 from jsreplay.serving import rpc_method_handler
 
 log = logging.getLogger("jsreplay.replay")
@@ -71,10 +73,15 @@ class MockExporter(grpc.GenericRpcHandler):
             mode=mode,
             ignores=ignores,
             allow_repeats=allow_repeats,
+            same=lambda recorded, live: self.streams is not None and self.streams.same(recorded, live),
         )
+        self._mode = mode
+        self._ignores = ignores
+        self.streams: StreamBook | None = None  # the tunnel's byte streams, chosen by identity (replay/streams.py)
         # Resolved at the first inner call, not before: a tunnel that never makes one (connect()'s readiness
         # probe opens the HTTP/2 connection and drops it) must not claim a recording.
         self._scripts = scripts
+        self.cut_by_injection = False  # an injected --cut-tunnel ended this tunnel: what follows is no miss
         self._resolved = False
         self._server: grpc.aio.Server | None = None
         self._dir = Path()
@@ -97,15 +104,33 @@ class MockExporter(grpc.GenericRpcHandler):
                 self._resolved = True
                 self.matcher.add(scripts)
                 self.driver_paths = tunnel_driver_paths(scripts, self._registry)
+                self.streams = StreamBook(
+                    scripts,
+                    self._registry,
+                    check=self._mode is not MatchMode.ORDER,
+                    ignores=self._ignores,
+                    on_miss=self._on_miss,
+                    on_used=self.matcher.note_used,
+                    unfinished_timeout=self._unfinished_timeout,
+                )
+            assert self.streams is not None
             if self._inject is not None:
                 name = driver_call_name(driver_call(self._registry, method, first, self.driver_paths))
                 if await self._inject(method, name, lambda skip: self.matcher.peek(method, first, skip), context):
                     return None
+            if method == ROUTER_STREAM:  # a byte stream: chosen by identity, its bytes checked
+                try:
+                    await self.streams.serve(context)
+                except RecordingHasNoEnd as err:
+                    self._on_unfinished(method, str(err))
+                    await context.abort(grpc.StatusCode.DATA_LOSS, str(err))
+                return None
             outcome = self.matcher.match(method, first)
             if outcome.script is None:
                 self._on_miss(method, outcome.explanation)
                 await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)
                 return None
+            uses = self.streams.bind_call(outcome.script, first)  # the resource streams the call uses
             try:
                 return await play(
                     outcome.script,
@@ -113,8 +138,12 @@ class MockExporter(grpc.GenericRpcHandler):
                     context,
                     first_request=first,
                     rewrite=lambda data: data,
+                    before_response=self.streams.hold(outcome.script, uses),
                     unfinished_timeout=self._unfinished_timeout,
                 )
+            except StreamDiffers as err:  # not answered as recorded: the bytes it was to act on differ
+                await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+                return None
             except RecordingHasNoEnd as err:  # the tunnel's recording was cut during this call
                 self._on_unfinished(method, str(err))
                 await context.abort(grpc.StatusCode.DATA_LOSS, str(err))

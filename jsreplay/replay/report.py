@@ -42,6 +42,8 @@ class ReplayReport:
         """Recordings never used and required (see `jsreplay.replay.coverage`): what --fail-unused fails on."""
         return [r for r in self.recordings if r.left]
 
+    unchecked_streams: dict[str, str] = field(default_factory=dict)  # byte stream identity -> why not checked
+
     def to_json(self) -> dict[str, Any]:
         return {
             "cassettes": self.cassettes,
@@ -53,6 +55,7 @@ class ReplayReport:
                 "used": self.tunnels_used,
                 "unused": self.tunnels_unused,
                 "inner_calls": [{"recording": k, "method": m, "times": n} for k, m, n in self.inner],
+                "unchecked_streams": [{"stream": k, "by": v} for k, v in sorted(self.unchecked_streams.items())],
             },
             "causal_timeouts": self.causal_timeouts,
             "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
@@ -74,6 +77,11 @@ class ReplayReport:
             + (f", {len(self.unfinished)} unfinished (their recording has no end)" if self.unfinished else "")
             + (f", {len(self.errors)} failed" if self.errors else "")
             + (f", {len(self.injected)} injected" if self.injected else "")
+            + (
+                f", bytes not checked for {', '.join(f'{k} ({v})' for k, v in sorted(self.unchecked_streams.items()))}"
+                if self.unchecked_streams
+                else ""
+            )
         )
 
 

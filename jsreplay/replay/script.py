@@ -12,9 +12,9 @@ a response is read from the file when it is sent, so a big cassette's index does
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 from jsreplay.cassette.errors import CorruptCassetteError
 from jsreplay.cassette.model import (
@@ -110,6 +110,11 @@ class Script:
     # Not "": the recording has no end (no status, no cancel: the cassette was cut, e.g. by a killed recorder), and
     # this says where the cassette ends. Replay answers such a call as far as recorded, then fails it.
     cut: str = ""
+    # Inner calls: the request metadata (a byte stream's identity is in it) and each request's seq (byte-level
+    # causal order across calls); `elided`: a byte stream whose client bytes were kept as length and SHA-256 only.
+    request_metadata: Metadata = ()
+    request_seqs: Sequence[int] = ()
+    elided: Mapping[str, Any] | None = None
 
 
 def call_peer(metadata: Metadata) -> str:
@@ -177,4 +182,6 @@ def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "") -> Scr
         status_after_requests=sum(1 for s in seqs if call.closed_seq is None or s < call.closed_seq),
         start_seq=call.opened_seq,
         cut="" if call.finished else tunnel_cut,
+        request_metadata=call.request_metadata,
+        request_seqs=seqs,
     )

@@ -365,6 +365,14 @@ class ReplayHandler(grpc.GenericRpcHandler):
         ) -> bool:
             return await self.inject(method, driver, peek, ctx, on_cut=cut.set)
 
+        def inner_miss(method: str, explanation: str) -> None:
+            # After an injected cut the client's calls and streams in this tunnel end early by design: that is the
+            # fault being tested, listed under `injected`, not a miss.
+            if cut.is_set() or exporter.cut_by_injection:
+                log.info("after an injected tunnel cut: %s", explanation)
+                return
+            self._miss(method, explanation)
+
         def inner_scripts() -> list[Script]:
             if not assigned:  # once: a failed read of the frames must not claim a second recording
                 assigned.append(self._assign_tunnel(own))
@@ -376,7 +384,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
             mode=self._config.match,
             ignores=self._config.ignores,
             allow_repeats=self._config.allow_repeats,
-            on_miss=self._miss,
+            on_miss=inner_miss,
             on_error=self._error,
             on_unfinished=self._unfinished,
             unfinished_timeout=self._config.unfinished_timeout,
@@ -403,6 +411,8 @@ class ReplayHandler(grpc.GenericRpcHandler):
                     )
                     for script, used in exporter.matcher.scripts() or [(s, 0) for s in assigned[0].inner]
                 )
+            if exporter.streams is not None:
+                self.report.unchecked_streams.update(exporter.streams.unchecked)
             await exporter.stop()
             for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
                 tunnel.release()
@@ -458,6 +468,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
                         await context.write(
                             response_type(payload=data, frame_type=RouterFrameType.DATA).SerializeToString()
                         )
+                    exporter.cut_by_injection = True  # the tunnel's later misses are consequences of the cut
                     self._injected(
                         byte_cut,
                         number,

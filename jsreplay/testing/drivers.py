@@ -58,6 +58,7 @@ ALLOWED_CLIENTS: tuple[str, ...] = (
 SHELL_SCRIPT = "echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three"
 FILE_CONTENT = b"".join(i.to_bytes(2, "big") for i in range(8192))  # 16 KiB, not periodic in small chunks
 SERIAL_MESSAGE = b"hello over loop://\n"
+SERIAL_BOOT = b"booting...\nbuildroot login: "  # what the console `expect`s a prompt in (loop:// echoes it)
 STEPS_TIMEOUT_S = 60.0
 
 
@@ -118,7 +119,11 @@ def serial_steps(root: Any) -> dict[str, Any]:
         got = b""
         while len(got) < len(SERIAL_MESSAGE):
             got += stream.receive()
-    return {"echoed": got}
+    with root.children["serial"].pexpect() as console:  # a second stream: a console waiting for its prompt
+        console.send(SERIAL_BOOT)
+        console.expect("login: ", timeout=10)
+        before = console.before
+    return {"echoed": got, "before_prompt": before}
 
 
 def composite_steps(root: Any) -> dict[str, Any]:
