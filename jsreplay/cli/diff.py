@@ -94,6 +94,11 @@ def _load_both(
     metavar="PERCENT",
     help="Also report calls whose duration changed by more than PERCENT.",
 )
+@click.option(
+    "--show-ignored",
+    is_flag=True,
+    help="Also list what was treated as the same (masked values, races, re-chunked streams) and why.",
+)
 def diff_command(
     old: Path,
     new: Path,
@@ -101,15 +106,22 @@ def diff_command(
     ignores: tuple[str, ...],
     no_default_ignores: bool,
     timing_threshold: float | None,
+    show_ignored: bool,
 ) -> None:
     """Compare two cassettes call by call, field by field, and their embedded schemas.
 
-    Volatile values (UUIDs, tokens, lease names, server-computed times) are ignored by default; how the router
-    chunked a tunnel, the order of calls that raced, and how many times a poll repeated are not differences.
+    Volatile values (UUIDs, tokens, lease names, server-computed times, the cluster's addresses, temporary paths
+    and times in texts) are ignored by default; how the router chunked a tunnel or a driver its streamed output,
+    the order of calls that raced, and how many times a poll repeated are not differences.
     Exit status: 0 equivalent, 1 different, 2 error.
     """
     status = StatusLine()
-    options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
+    options = DiffOptions(
+        ignores=ignores,
+        defaults=not no_default_ignores,
+        timing_threshold=timing_threshold,
+        show_ignored=show_ignored,
+    )
     with gc_paused():
         old_view, old_units, new_view, new_units = _load_both(old, new, options, status)
         status.show("comparing", force=True)

@@ -578,7 +578,7 @@ class _Comparer:
             if x is None or y is None or x.value is None or y.value is None or x.value == y.value:
                 continue
             for d in value_diffs(x.value, y.value, ""):
-                rule = normalizer.rule_for(base + _rule_path(d.path))
+                rule = _rule_above(normalizer, base + _rule_path(d.path))
                 why = rule.reason if rule is not None else _mask_names(normalizer.value(base, d.old))
                 self.ignore(IgnoredKind.MASKED, f"{path}.{section}[{i}]{d.path}", d.old, d.new, why)
 
@@ -620,6 +620,16 @@ _INDEX_OR_KEY = re.compile(r'\[(?:"((?:[^"\\]|\\.)*)"|[0-9]+)\]')
 def _rule_path(path: str) -> str:
     """A diff path inside a message (`.reports[0].labels["a/b"]`) as an ignore path (`.reports.labels.a/b`)."""
     return _INDEX_OR_KEY.sub(lambda m: "." + m.group(1) if m.group(1) is not None else "", path)
+
+
+def _rule_above(normalizer: Any, path: str) -> Any:
+    """The ignore rule that masks `path` or a field above it, if any."""
+    while "." in path:
+        rule = normalizer.rule_for(path)
+        if rule is not None:
+            return rule
+        path = path.rsplit(".", 1)[0]
+    return None
 
 
 def _mask_names(masked: Any) -> str:
