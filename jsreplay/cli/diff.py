@@ -97,6 +97,11 @@ def _load_both(
     help="Also report calls whose duration changed by more than PERCENT.",
 )
 @schema_option("Decode both with this schema (union, v0.9.0, head, or a path); then no schema difference is shown.")
+@click.option(
+    "--show-ignored",
+    is_flag=True,
+    help="Also list what was treated as the same (masked values, races, re-chunked streams) and why.",
+)
 def diff_command(
     old: Path,
     new: Path,
@@ -105,15 +110,22 @@ def diff_command(
     no_default_ignores: bool,
     timing_threshold: float | None,
     schema: bytes | None,
+    show_ignored: bool,
 ) -> None:
     """Compare two cassettes call by call, field by field, and their embedded schemas.
 
-    Volatile values (UUIDs, tokens, lease names, server-computed times) are ignored by default; how the router
-    chunked a tunnel, the order of calls that raced, and how many times a poll repeated are not differences.
+    Volatile values (UUIDs, tokens, lease names, server-computed times, the cluster's addresses, temporary paths
+    and times in texts) are ignored by default; how the router chunked a tunnel or a driver its streamed output,
+    the order of calls that raced, and how many times a poll repeated are not differences.
     Exit status: 0 equivalent, 1 different, 2 error.
     """
     status = StatusLine()
-    options = DiffOptions(ignores=ignores, defaults=not no_default_ignores, timing_threshold=timing_threshold)
+    options = DiffOptions(
+        ignores=ignores,
+        defaults=not no_default_ignores,
+        timing_threshold=timing_threshold,
+        show_ignored=show_ignored,
+    )
     with gc_paused():
         old_view, old_units, new_view, new_units = _load_both(old, new, options, status, schema)
         status.show("comparing", force=True)

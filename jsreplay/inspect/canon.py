@@ -15,7 +15,13 @@ What differs between runs without meaning is normalised here, and only here:
   one message per Dial).
 - **Byte streams compare as bytes.** The messages of an inner RouterService/Stream (a driver's byte stream)
   compare as their data, DATA frames joined, and their control frames; PINGs are left out.
-- **Outcomes are classes.** See `outcome`.
+- **Outcomes are classes.** See `outcome`; OK and CANCELLED (a cancel racing the answer) sign alike.
+- **Streamed output compares as a stream** (`stream_form`): a StreamingDriverCall's responses whose `result`s
+  only split the same output differently (texts and bytes concatenated position by position, other values
+  equal or unset) sign alike; so do byte streams whose control frames after the last data differ (teardown).
+
+A unit's `body` is what textconv prints (messages as recorded); its `sig` is taken over the comparison form,
+with the last two rules applied, so equal sigs mean "the same" for diff.
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ from typing import Any
 from jsreplay.inspect.ignores import Normalizer
 from jsreplay.inspect.view import CassetteView, EndKind, ViewCall, ViewMessage
 from jsreplay.protocol.registry import UnknownField
-from jsreplay.protocol.wire import GET_REPORT, REGISTER, ROUTER_STREAM
+from jsreplay.protocol.wire import EXPORTER, GET_REPORT, REGISTER, ROUTER_HANDOUTS, ROUTER_STREAM
 from jsreplay.session.drivers import driver_names
 
 _LONG_BYTES = 64  # longer byte strings are represented by a digest in signatures
 _MISSING = object()
 _DATA = "FRAME_TYPE_DATA"
 _PING = "FRAME_TYPE_PING"
+
+STREAMING_DRIVER_CALL = EXPORTER + "StreamingDriverCall"
+_STREAMED_FIELD = "result"  # the part of a StreamingDriverCallResponse that is the driver's streamed output
 
 #: Outcomes that mean "ended without an error" and may replace one another between runs: whether a call the
 #: client cancels (at shutdown, or once a stream served its purpose) gets its answer first is a race.
@@ -48,13 +57,15 @@ def outcome(call: ViewCall) -> str:
     A status is its code name. The caller's cancel is "CANCELLED" (or "DEADLINE_EXCEEDED" when it came at
     the caller's deadline), the same as a CANCELLED status; a cancel by the upstream or the proxy says so. An
     inner call reset without trailers is the status gRPC maps the reset to. An inner call that ended with its
-    tunnel's connection is "closed"; a call with no end recorded is "open".
+    tunnel's connection is "closed" (a byte stream: "CANCELLED", see below); a call with no end recorded is "open".
     """
     end = call.end
     if end.kind is EndKind.CANCEL and end.by not in (None, "client"):
         return f"CANCELLED by {end.by}"
     if end.kind is EndKind.CLOSED:
-        return "closed"
+        # A byte stream inside a tunnel ends at teardown either reset by its caller or with the connection,
+        # whichever comes first: the same class as the caller's cancel.
+        return "CANCELLED" if call.role == "tunnel" and call.method == ROUTER_STREAM else "closed"
     if end.status is None:
         return "open"
     return end.status
@@ -179,6 +190,113 @@ def _collapse_messages(values: list[Any], sources: list[ViewMessage | None]) -> 
     return out, out_sources
 
 
+# ---------------------------------------------------------------------------------------------------- streams
+
+
+class _Conflict(Exception):
+    """Two values that are not parts of one streamed value."""
+
+
+def _merge(a: Any, b: Any) -> Any:
+    """`a` and `b` as one piece of streamed output: texts and bytes concatenated, lists and dicts position by
+    position, other values equal or unset (None) in one of them. Raises _Conflict otherwise."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, str) and isinstance(b, str):
+        return a + b
+    if isinstance(a, bytes) and isinstance(b, bytes):
+        return a + b
+    if type(a) is list and type(b) is list and len(a) == len(b):
+        return [_merge(x, y) for x, y in zip(a, b, strict=True)]
+    if type(a) is dict and type(b) is dict and a.keys() == b.keys():
+        return {k: _merge(a[k], b[k]) for k in a}
+    if type(a) is type(b) and a == b:
+        return a
+    raise _Conflict
+
+
+def _has_text(value: Any) -> bool:
+    if type(value) is str or type(value) is bytes:
+        return bool(value)
+    if type(value) is list:
+        return any(_has_text(v) for v in value)
+    if type(value) is dict:
+        return any(_has_text(v) for v in value.values())
+    return False
+
+
+def _merge_messages(a: Any, b: Any) -> Any:
+    """Two StreamingDriverCall responses as one, when their results are parts of one streamed output and
+    everything else is equal; raises _Conflict otherwise."""
+    if type(a) is not dict or type(b) is not dict or a.keys() != b.keys() or _STREAMED_FIELD not in a:
+        raise _Conflict
+    if any(a[k] != b[k] for k in a if k != _STREAMED_FIELD):
+        raise _Conflict
+    x, y = a[_STREAMED_FIELD], b[_STREAMED_FIELD]
+    if not (_has_text(x) or _has_text(y)):
+        raise _Conflict  # values without text (power readings) are separate values, not pieces of one
+    return {**a, _STREAMED_FIELD: _merge(x, y)}
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """Consecutive messages `start:end` of a section merged into one `value`."""
+
+    start: int
+    end: int
+    value: Any
+
+
+def fold_stream(values: Sequence[Any]) -> list[StreamPiece]:
+    """A StreamingDriverCall's responses with every run of consecutive messages that can be one merged
+    (`_merge_messages`): the same output gives the same pieces however it was chunked."""
+    out: list[StreamPiece] = []
+    for i, value in enumerate(values):
+        if out:
+            try:
+                merged = _merge_messages(out[-1].value, value)
+            except _Conflict:
+                pass
+            else:
+                out[-1] = StreamPiece(out[-1].start, i + 1, merged)
+                continue
+        out.append(StreamPiece(i, i + 1, value))
+    return out
+
+
+def strip_teardown(values: Sequence[Any]) -> int:
+    """How many of a joined byte stream's values are left once the control frames after its last data are
+    dropped (a GOAWAY at teardown comes or not, as the connection's shutdown races)."""
+    end = len(values)
+    while end and not (isinstance(values[end - 1], dict) and set(values[end - 1]) == {"payload"}):
+        end -= 1
+    return end
+
+
+def stream_kind(call: ViewCall, section: str) -> str | None:
+    """How `section` of `call` compares as a stream: "output" (StreamingDriverCall responses), "bytes" (an inner
+    byte stream), or None (message by message)."""
+    if call.role != "tunnel":
+        return None
+    if call.method == ROUTER_STREAM:
+        return "bytes"
+    if call.method == STREAMING_DRIVER_CALL and section == "responses":
+        return "output"
+    return None
+
+
+def stream_form(call: ViewCall, section: str, values: list[Any]) -> list[Any]:
+    """`values` as diff compares them (see `stream_kind`)."""
+    kind = stream_kind(call, section)
+    if kind == "output" and len(values) > 1:
+        return [p.value for p in fold_stream(values)]
+    if kind == "bytes":
+        return values[: strip_teardown(values)]
+    return values
+
+
 class UnitBuilder:
     """Turns a view's calls into canonical unit groups, with one cassette's normaliser."""
 
@@ -217,12 +335,13 @@ class UnitBuilder:
         inner: list[Unit] = []
         inner_groups: list[UnitGroup] = []
         body: dict[str, Any]
+        compare: dict[str, Any]
         if call.inner is not None:
             # A tunnel compares by its inner calls only: its frames and its own end are how the router and
             # the peers' shutdown happened to play out.
             inner_groups = self.groups(call.inner)
             inner = [u for g in inner_groups for u in g.units]
-            body = {"method": call.method, "tunnel": [(u.method, u.sig) for u in inner]}
+            body = compare = {"method": call.method, "tunnel": [(u.method, u.sig) for u in inner]}
         else:
             short = call.short_method
             normalizer = self.normalizer
@@ -237,12 +356,17 @@ class UnitBuilder:
                 body["details"] = normalizer.text(call.end.details)
             for section in ("requests", "responses"):
                 body[section], sources[section] = self.messages(call, section)
+            compare = dict(body)
+            if compare["outcome"] in BENIGN_OUTCOMES:
+                compare["outcome"] = "OK|CANCELLED"
+            for section in ("requests", "responses"):
+                compare[section] = stream_form(call, section, body[section])
         return Unit(
             method=call.method,
             role=call.role,
             calls=[call],
             body=body,
-            sig=signature(body),
+            sig=signature(compare),
             inner=inner,
             inner_groups=inner_groups,
             sources=sources,
@@ -309,7 +433,27 @@ def cassette_drivers(view: CassetteView) -> dict[str, str]:
     return driver_names(reports)
 
 
+def cassette_addresses(view: CassetteView) -> tuple[str, ...]:
+    """The cluster's and the proxy's own addresses in a cassette: the upstreams in its header, the router
+    endpoints of its Dial and Listen responses (as recorded) and what the proxy forwarded instead."""
+    found: dict[str, None] = dict.fromkeys(view.header.upstreams)
+    for call in view.calls:
+        if call.method in ROUTER_HANDOUTS:
+            for message in call.responses:
+                endpoint = (message.value or {}).get("router_endpoint")
+                if isinstance(endpoint, str) and endpoint:
+                    found[endpoint] = None
+    found.update(dict.fromkeys(view.forwarded_endpoints))
+    return tuple(found)
+
+
+def normalizer_for(view: CassetteView, *, defaults: bool = True, ignores: Sequence[str] = ()) -> Normalizer:
+    """The normaliser of one cassette: the default masks know its drivers and its addresses."""
+    if not defaults:
+        return Normalizer(defaults=False, ignores=ignores)
+    return Normalizer(ignores=ignores, drivers=cassette_drivers(view), addresses=cassette_addresses(view))
+
+
 def build_groups(view: CassetteView, *, defaults: bool = True, ignores: Sequence[str] = ()) -> list[UnitGroup]:
     """The canonical unit groups of a whole cassette."""
-    normalizer = Normalizer(defaults=defaults, ignores=ignores, drivers=cassette_drivers(view) if defaults else {})
-    return UnitBuilder(normalizer).groups(view.calls)
+    return UnitBuilder(normalizer_for(view, defaults=defaults, ignores=ignores)).groups(view.calls)

@@ -15,15 +15,26 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jsreplay.inspect.align import GAP_COST, align
-from jsreplay.inspect.canon import BENIGN_OUTCOMES, Unit, UnitBuilder, UnitGroup, cassette_drivers, freeze
-from jsreplay.inspect.ignores import Normalizer
+from jsreplay.inspect.canon import (
+    BENIGN_OUTCOMES,
+    Unit,
+    UnitBuilder,
+    UnitGroup,
+    fold_stream,
+    freeze,
+    normalizer_for,
+    stream_kind,
+    strip_teardown,
+)
+from jsreplay.inspect.ignores import MASKS
 from jsreplay.inspect.schema_diff import SchemaChange, diff_schemas
-from jsreplay.inspect.values import key_segment
+from jsreplay.inspect.values import inline_text, key_segment
 from jsreplay.inspect.view import CassetteView, ViewCall, ViewMessage, decode_message
 from jsreplay.protocol.registry import ProtocolError, Registry, UnknownTypeError
 from jsreplay.protocol.wire import short_method
@@ -68,11 +79,36 @@ class Difference:
     detail: str = ""
 
 
+class IgnoredKind(enum.Enum):
+    """Why a difference was treated as the same (`--show-ignored`; the `rule` in JSON output)."""
+
+    MASKED = "masked"  # a volatile value: a default field rule or a value mask (`why` names it)
+    OUTCOME_RACE = "outcome_race"  # OK in one run, CANCELLED in the other
+    CANCELLED_EARLY = "cancelled_early"  # a cancelled stream got fewer messages before its cancel
+    STREAM_CHUNKING = "stream_chunking"  # streamed output split into messages differently
+    TEARDOWN_FRAMES = "teardown_frames"  # a byte stream's control frames after its last data
+    REPEATS = "repeats"  # a run of identical calls repeated another number of times
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A difference that diff treats as none, and why (listed with `--show-ignored`)."""
+
+    kind: IgnoredKind
+    path: str
+    old: Any = None
+    new: Any = None
+    why: str = ""
+    old_call: int | None = None
+    new_call: int | None = None
+
+
 @dataclass(frozen=True)
 class DiffOptions:
     ignores: tuple[str, ...] = ()  # extra field-path globs to leave out (--ignore)
     defaults: bool = True  # apply the default ignore list and value masks
     timing_threshold: float | None = None  # report calls whose duration changed by more than this percentage
+    show_ignored: bool = False  # also collect what was treated as the same (`DiffReport.ignored`)
 
 
 @dataclass
@@ -81,6 +117,7 @@ class DiffReport:
     options: DiffOptions
     old_calls: int
     new_calls: int
+    ignored: list[Ignored] = dataclasses.field(default_factory=list)  # with `show_ignored` only
 
     @property
     def equivalent(self) -> bool:
@@ -227,8 +264,7 @@ def canonical_units(view: CassetteView, options: DiffOptions | None = None) -> C
     options = options or DiffOptions()
     if view.inner_data_dropped:
         raise DroppedDataError("the view's inner messages were dropped: build its units before dropping them")
-    drivers = cassette_drivers(view) if options.defaults else {}
-    builder = UnitBuilder(Normalizer(defaults=options.defaults, ignores=options.ignores, drivers=drivers))
+    builder = UnitBuilder(normalizer_for(view, defaults=options.defaults, ignores=options.ignores))
     return CanonicalUnits(builder=builder, groups=builder.groups(view.calls))
 
 
@@ -246,6 +282,12 @@ class _Comparer:
         self.options = options
         self.old_builder = old_units.builder
         self.new_builder = new_units.builder
+        self.ignored: list[Ignored] = []
+        self._collecting_cost = 0  # > 0 while the alignment weighs pairs: nothing is listed as ignored
+
+    def ignore(self, kind: IgnoredKind, path: str, old: Any = None, new: Any = None, why: str = "") -> None:
+        if self.options.show_ignored and not self._collecting_cost:
+            self.ignored.append(Ignored(kind, path, old, new, why))
 
     # -------------------------------------------------------------------------------------- groups of calls
 
@@ -294,7 +336,7 @@ class _Comparer:
         self, old: list[Unit], new: list[Unit], prefix: str, outer: tuple[int | None, int | None]
     ) -> list[Difference]:
         out: list[Difference] = []
-        pairs = align(old, new, lambda u: u.sig, lambda a, b: len(self.units(a, b, prefix, outer)))
+        pairs = align(old, new, lambda u: u.sig, lambda a, b: self.cost(a, b, prefix, outer))
         for i, j in pairs:
             if i is not None and j is not None:
                 out.extend(self.units(old[i], new[j], prefix, outer))
@@ -347,7 +389,7 @@ class _Comparer:
                 if id(candidate) in taken or candidate.role != group.role or len(candidate.units) != len(group.units):
                     continue
                 retyped = self.retype(candidate, group.method)
-                cost = sum(len(self.units(a, b, "", (None, None))) for a, b in zip(group.units, retyped, strict=True))
+                cost = sum(self.cost(a, b, "", (None, None)) for a, b in zip(group.units, retyped, strict=True))
                 if cost <= GAP_COST * len(group.units):
                     found[id(group)] = candidate
                     taken.add(id(candidate))
@@ -408,13 +450,30 @@ class _Comparer:
         path = self._path(old, prefix)
         ids = (self._outer_id(old, outer, old=True), self._outer_id(new, outer, old=False))
         out: list[Difference] = []
-        if old.sig != new.sig:
+        mark = len(self.ignored)
+        if old.sig != new.sig or (self.options.show_ignored and not self._collecting_cost):
             if old.first.inner is not None and new.first.inner is not None:
-                out.extend(self.groups(old.inner_groups, new.inner_groups, f"{path} > ", ids))
+                found = self.groups(old.inner_groups, new.inner_groups, f"{path} > ", ids)
             else:
-                out.extend(self._call_body(old, new, path))
+                found = self._call_body(old, new, path)
+            if old.sig != new.sig:
+                out.extend(found)  # equal sigs: descended only to list what was ignored
+        if old.count != new.count:
+            self.ignore(IgnoredKind.REPEATS, path, old.count, new.count, "a run of identical calls (a poll)")
+        self.ignored[mark:] = [
+            dataclasses.replace(g, old_call=ids[0], new_call=ids[1]) if g.old_call is None else g
+            for g in self.ignored[mark:]
+        ]
         out.extend(self._timing(old, new, path))
         return [dataclasses.replace(d, old_call=ids[0], new_call=ids[1]) if d.old_call is None else d for d in out]
+
+    def cost(self, a: Unit, b: Unit, prefix: str, outer: tuple[int | None, int | None]) -> int:
+        """How different two units are, for the alignment (collects nothing for --show-ignored)."""
+        self._collecting_cost += 1
+        try:
+            return len(self.units(a, b, prefix, outer))
+        finally:
+            self._collecting_cost -= 1
 
     def _call_body(self, old: Unit, new: Unit, path: str) -> list[Difference]:
         out: list[Difference] = []
@@ -422,36 +481,79 @@ class _Comparer:
         outcome_a, outcome_b = a.get("outcome"), b.get("outcome")
         benign = {outcome_a, outcome_b} <= BENIGN_OUTCOMES
         status = f"{path}.status"
+        before, after = old.first.end.label(), new.first.end.label()
         if outcome_a != outcome_b and not benign:
-            before, after = old.first.end.label(), new.first.end.label()
             out.append(Difference(DiffKind.STATUS_CHANGED, status, old=before, new=after))
         elif a.get("details") != b.get("details"):
             out.append(Difference(DiffKind.STATUS_CHANGED, status, old=a.get("details"), new=b.get("details")))
+        elif outcome_a != outcome_b:
+            self.ignore(IgnoredKind.OUTCOME_RACE, status, before, after, "a cancel racing the answer")
         for section in ("metadata", "initial_metadata", "trailing_metadata"):
             out.extend(_metadata_diffs(a.get(section, {}), b.get(section, {}), f"{path}.{section}"))
+            if self.options.show_ignored and not self._collecting_cost:
+                self._masked_metadata(old, new, section, path)
         out.extend(self._messages(old, new, "requests", path, truncate=False))
         # Once the outcomes differ, the later responses are the outcome's doing (a failed call has no
-        # response; a cancelled one stops early): compare what both sides got.
-        out.extend(self._messages(old, new, "responses", path, truncate=outcome_a != outcome_b))
+        # response; a cancelled one stops early): compare what both sides got. So too when both were
+        # cancelled by their caller: how many messages a stream got before the cancel is a race.
+        cancelled = "CANCELLED" in (outcome_a, outcome_b)
+        out.extend(self._messages(old, new, "responses", path, truncate=outcome_a != outcome_b or cancelled))
         return out
+
+    def _masked_metadata(self, old: Unit, new: Unit, section: str, path: str) -> None:
+        raw_a = _raw_metadata(old.first, section)
+        raw_b = _raw_metadata(new.first, section)
+        masked_a, masked_b = old.body.get(section, {}), new.body.get(section, {})
+        for key in raw_a.keys() & raw_b.keys():
+            if raw_a[key] != raw_b[key] and masked_a.get(key) == masked_b.get(key):
+                rule = self.old_builder.normalizer.rule_for(f"{old.first.short_method}.{section}.{key}")
+                why = rule.reason if rule is not None else _mask_names(masked_a.get(key))
+                self.ignore(IgnoredKind.MASKED, f"{path}.{section}.{key}", raw_a[key], raw_b[key], why)
 
     def _messages(self, old: Unit, new: Unit, section: str, path: str, *, truncate: bool) -> list[Difference]:
         a: list[Any] = old.body.get(section, [])
         b: list[Any] = new.body.get(section, [])
         sa: list[ViewMessage | None] = old.sources.get(section, [None] * len(a))
         sb: list[ViewMessage | None] = new.sources.get(section, [None] * len(b))
-        if truncate:
+        call = old.first
+        kind = stream_kind(call, section)
+        where_all = f"{path}.{section}"
+        if kind == "bytes":
+            # Control frames after the last data (a GOAWAY at teardown) come or not as the shutdown races.
+            na, nb = strip_teardown(a), strip_teardown(b)
+            if a[na:] != b[nb:]:
+                self.ignore(IgnoredKind.TEARDOWN_FRAMES, where_all, a[na:], b[nb:], "the connection's shutdown")
+            a, b, sa, sb = a[:na], b[:nb], sa[:na], sb[:nb]
+        if truncate and len(a) != len(b):
             n = min(len(a), len(b))
+            if {old.body.get("outcome"), new.body.get("outcome")} <= BENIGN_OUTCOMES:
+                why = "how many messages a stream got before its cancel is a race"
+                self.ignore(IgnoredKind.CANCELLED_EARLY, where_all, len(a), len(b), why)
             a, b, sa, sb = a[:n], b[:n], sa[:n], sb[:n]
         if a == b:
+            if self.options.show_ignored and not self._collecting_cost:
+                self._masked_messages(old, sa, sb, section, path)
             return []
+        labels = list(range(len(a)))
+        if kind == "output":
+            pieces_a, pieces_b = fold_stream(a), fold_stream(b)
+            if [p.value for p in pieces_a] == [p.value for p in pieces_b]:
+                self.ignore(IgnoredKind.STREAM_CHUNKING, where_all, len(a), len(b), "the same output, split otherwise")
+                return []
+            if len(a) != len(b):
+                # Different chunking and a real change: compare the output, piece by piece.
+                self.ignore(IgnoredKind.STREAM_CHUNKING, where_all, len(a), len(b), "compared as joined output")
+                labels = [p.start for p in pieces_a]
+                a, b = [p.value for p in pieces_a], [p.value for p in pieces_b]
+                sa = [sa[p.start] if p.end - p.start == 1 else None for p in pieces_a]
+                sb = [sb[p.start] if p.end - p.start == 1 else None for p in pieces_b]
         out: list[Difference] = []
         pairs = align(a, b, freeze, lambda x, y: len(value_diffs(x, y, "")))
         for i, j in pairs:
             if i is not None and j is not None:
                 if a[i] == b[j]:
                     continue
-                where = f"{path}.{section}[{i}]"
+                where = f"{path}.{section}[{labels[i]}]"
                 if _undecoded(a[i]) or _undecoded(b[j]):
                     # Bytes that did not decode have no fields to compare: the message changed as a whole.
                     out.append(Difference(DiffKind.FIELD_CHANGED, where, old=a[i], new=b[j]))
@@ -460,11 +562,25 @@ class _Comparer:
                 y = self._reconcile(b[j], sb[j], new, section, old_side=False)
                 out.extend(value_diffs(x, y, where))
             elif i is not None:
-                out.append(Difference(DiffKind.MESSAGE_REMOVED, f"{path}.{section}[{i}]", old=a[i]))
+                out.append(Difference(DiffKind.MESSAGE_REMOVED, f"{path}.{section}[{labels[i]}]", old=a[i]))
             else:
                 assert j is not None
                 out.append(Difference(DiffKind.MESSAGE_ADDED, f"{path}.{section}[{j}]", new=b[j]))
         return out
+
+    def _masked_messages(
+        self, unit: Unit, sa: list[ViewMessage | None], sb: list[ViewMessage | None], section: str, path: str
+    ) -> None:
+        """List the raw differences of messages that compare equal once masked (--show-ignored)."""
+        base = f"{unit.first.short_method}.{section[:-1]}"
+        normalizer = self.old_builder.normalizer
+        for i, (x, y) in enumerate(zip(sa, sb, strict=False)):
+            if x is None or y is None or x.value is None or y.value is None or x.value == y.value:
+                continue
+            for d in value_diffs(x.value, y.value, ""):
+                rule = _rule_above(normalizer, base + _rule_path(d.path))
+                why = rule.reason if rule is not None else _mask_names(normalizer.value(base, d.old))
+                self.ignore(IgnoredKind.MASKED, f"{path}.{section}[{i}]{d.path}", d.old, d.new, why)
 
     def _reconcile(self, value: Any, source: ViewMessage | None, unit: Unit, section: str, *, old_side: bool) -> Any:
         """Name the unknown fields of `value` that the other cassette's schema knows (see `_adopt_names`)."""
@@ -496,6 +612,39 @@ class _Comparer:
                 new=round(after / 1e6, 3),
                 detail=f"{change:+.0f}% (ms)",
             )
+
+
+_INDEX_OR_KEY = re.compile(r'\[(?:"((?:[^"\\]|\\.)*)"|[0-9]+)\]')
+
+
+def _rule_path(path: str) -> str:
+    """A diff path inside a message (`.reports[0].labels["a/b"]`) as an ignore path (`.reports.labels.a/b`)."""
+    return _INDEX_OR_KEY.sub(lambda m: "." + m.group(1) if m.group(1) is not None else "", path)
+
+
+def _rule_above(normalizer: Any, path: str) -> Any:
+    """The ignore rule that masks `path` or a field above it, if any."""
+    while "." in path:
+        rule = normalizer.rule_for(path)
+        if rule is not None:
+            return rule
+        path = path.rsplit(".", 1)[0]
+    return None
+
+
+def _mask_names(masked: Any) -> str:
+    """Which value masks a masked value holds (for --show-ignored's `why`)."""
+    text = inline_text(masked, None)
+    names = [why for token, why in MASKS if token in text]
+    return "; ".join(names) or "a value mask"
+
+
+def _raw_metadata(call: ViewCall, section: str) -> dict[str, list[Any]]:
+    raw = getattr(call, section) or ()
+    out: dict[str, list[Any]] = {}
+    for key, value in raw:
+        out.setdefault(key.lower(), []).append(value)
+    return out
 
 
 def _metadata_diffs(old: dict[str, Any], new: dict[str, Any], path: str) -> list[Difference]:
@@ -546,4 +695,5 @@ def diff_views(
         options=options,
         old_calls=len(old.calls),
         new_calls=len(new.calls),
+        ignored=comparer.ignored,
     )

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jsreplay.inspect.diff import JSON_FORMAT, JSON_MAX_BYTES, Difference, DiffKind, DiffReport
+from jsreplay.inspect.diff import JSON_FORMAT, JSON_MAX_BYTES, Difference, DiffKind, DiffReport, Ignored
 from jsreplay.inspect.values import inline_text, printable, to_json
 
 
 def report_to_json(report: DiffReport, old_name: str = "", new_name: str = "") -> dict[str, Any]:
     """The documented JSON document (docs/inspect.md, "diff --format json"; jsreplay/schemas/diff.schema.json)."""
-    return {
+    document = {
         "format": JSON_FORMAT,
         "old": {"cassette": old_name, "calls": report.old_calls},
         "new": {"cassette": new_name, "calls": report.new_calls},
@@ -38,6 +38,20 @@ def report_to_json(report: DiffReport, old_name: str = "", new_name: str = "") -
             for d in report.differences
         ],
     }
+    if report.options.show_ignored:
+        document["ignored"] = [
+            {
+                "rule": g.kind.value,
+                "path": g.path,
+                "old": to_json(g.old, JSON_MAX_BYTES),
+                "new": to_json(g.new, JSON_MAX_BYTES),
+                "why": g.why,
+                "old_call": g.old_call,
+                "new_call": g.new_call,
+            }
+            for g in report.ignored
+        ]
+    return document
 
 
 _MARKS = {
@@ -63,7 +77,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= TEXT_VALUE_WIDTH else text[: TEXT_VALUE_WIDTH - 1] + "…"
 
 
-def _call_ref(d: Difference) -> str:
+def _call_ref(d: Difference | Ignored) -> str:
     if d.old_call is not None and d.new_call is not None:
         return f"#{d.old_call} -> #{d.new_call}"
     if d.old_call is not None:
@@ -82,6 +96,8 @@ def render_text(report: DiffReport, old_name: str, new_name: str, *, style: Any 
 
     yield printable(f"--- {old_name} ({report.old_calls} calls)")
     yield printable(f"+++ {new_name} ({report.new_calls} calls)")
+    if report.options.show_ignored:
+        yield from _ignored_lines(report)
     if report.equivalent:
         yield "equivalent: no differences"
         return
@@ -101,3 +117,16 @@ def render_text(report: DiffReport, old_name: str, new_name: str, *, style: Any 
             yield paint(f"      {_short(d.old)} -> {_short(d.new)}{detail}", mark)
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.counts().items()))
     yield f"{len(report.differences)} difference(s): {counts}"
+
+
+def _ignored_lines(report: DiffReport) -> Iterator[str]:
+    """What was treated as the same, one entry per line pair (`=` marks them), then a tally by rule."""
+    for g in report.ignored:
+        ref = _call_ref(g)
+        yield printable(f"= {g.path}" + (f"  ({ref})" if ref else "") + f"  [ignored: {g.kind.value}]  {g.why}")
+        yield printable(f"      {_short(g.old)} -> {_short(g.new)}")
+    counts: dict[str, int] = {}
+    for g in report.ignored:
+        counts[g.kind.value] = counts.get(g.kind.value, 0) + 1
+    tally = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    yield f"{len(report.ignored)} ignored" + (f": {tally}" if tally else "")

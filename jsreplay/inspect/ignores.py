@@ -12,7 +12,10 @@ Two mechanisms, both documented in docs/inspect.md ("What is ignored"):
 - **Value masks**, applied to every string: UUIDs become `<uuid>`, or `<driver:NAME>` when the cassette's
   driver reports (Register, GetReport) name the driver with that UUID, so a DriverCall still says which
   driver it called; redaction fingerprints (`redacted:<hex>`, keyed anew for every recording) become
-  `redacted:<fingerprint>`.
+  `redacted:<fingerprint>`; the cluster's and the proxy's own addresses and ports (the upstreams in the header,
+  the router endpoints of Dial and Listen responses, as recorded and as forwarded) become `<router>`;
+  temporary paths (`/tmp/...`, `/var/tmp/...`, `/dev/shm/...`) `<tmp>`; times of day, with or without a date
+  and zone (`2025-01-02T03:04:05.678Z`, `03:04:05,678`), `<time>`. Log lines carry all three.
 """
 
 from __future__ import annotations
@@ -27,9 +30,20 @@ from jsreplay.session.volatile import COMPARING_IGNORES, IgnoreRule
 IGNORED = "<ignored>"
 UUID_MASK = "<uuid>"
 FINGERPRINT_MASK = "redacted:<fingerprint>"
+ROUTER_MASK = "<router>"
+TMP_MASK = "<tmp>"
+TIME_MASK = "<time>"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _FINGERPRINT = re.compile(r"redacted:[0-9a-f]{12}")
+# A path under a temporary directory, up to whitespace, a quote or closing punctuation.
+_TMP_PATH = re.compile(r"(?<![\w.])(?:/private)?(?:/tmp|/var/tmp|/dev/shm|/var/folders)/[^\s'\"`),;\]>]*")
+# A time of day with seconds, optionally after a date and with fractions and a zone; or a date-time.
+_TIME = re.compile(
+    r"(?<![\w:.])(?:\d{4}-\d{2}-\d{2}[T ])?\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,9})?"
+    r"(?:Z|[+-]\d{2}:?\d{2}|\s?UTC)?(?![\w:])"
+)
+_MIN_MASKED_PORT = 1024  # ports below this are not masked on their own (too likely to be another number)
 _TEXT_CACHE = 1 << 16  # distinct strings remembered by Normalizer.text
 
 
@@ -40,7 +54,38 @@ DEFAULT_IGNORES: tuple[IgnoreRule, ...] = COMPARING_IGNORES
 DEFAULT_VALUE_MASKS: tuple[tuple[str, str], ...] = (
     ("UUID", "lease names, exporter and driver instance UUIDs: `<uuid>`, or `<driver:NAME>` for a known driver"),
     ("redacted:<12 hex>", "redaction fingerprints, keyed anew for every recording: `redacted:<fingerprint>`"),
+    ("HOST:PORT, PORT", "the cluster's and the proxy's addresses and ports, known from the cassette: `<router>`"),
+    ("/tmp/...", "paths under a temporary directory: `<tmp>`"),
+    ("HH:MM:SS", "times of day, with their date, fractions and zone: `<time>`"),
 )
+
+
+#: The tokens the masks leave in a value, and what each stands for (--show-ignored says why a value was masked).
+MASKS: tuple[tuple[str, str], ...] = (
+    (UUID_MASK, "a UUID (lease names, exporter and driver instances)"),
+    ("<driver:", "a driver instance UUID"),
+    (FINGERPRINT_MASK, "a redaction fingerprint, keyed anew for every recording"),
+    (ROUTER_MASK, "the cluster's or the proxy's address"),
+    (TMP_MASK, "a temporary path"),
+    (TIME_MASK, "a time"),
+)
+
+
+def address_pattern(addresses: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern for the given `host:port` addresses in a text: the address under any host name (`localhost`,
+    `[::1]`, `0.0.0.0`) with one of their ports, or such a port after the word port (`port 43123`, `port=43123`).
+    None when there are none."""
+    ports = sorted({a.rsplit(":", 1)[1] for a in addresses if ":" in a and a.rsplit(":", 1)[1].isdigit()})
+    ports = [p for p in ports if int(p) >= _MIN_MASKED_PORT]
+    if not ports:
+        return None
+    either = "|".join(ports)
+    host = r"(?:\[[0-9a-fA-F:.]*\]|[A-Za-z0-9_.-]+)"
+    return re.compile(rf"(?:(?<![\w.-]){host}:|(?i:(\bport\b[ =:]*)))(?:{either})(?!\w)")
+
+
+def _router(match: re.Match[str]) -> str:
+    return (match.group(1) or "") + ROUTER_MASK  # "port 43123" keeps its word: "port <router>"
 
 
 class Normalizer:
@@ -52,8 +97,10 @@ class Normalizer:
         defaults: bool = True,
         ignores: Sequence[str] = (),
         drivers: Mapping[str, str] | None = None,
+        addresses: Iterable[str] = (),
     ) -> None:
         self.defaults = defaults
+        self._addresses = address_pattern(addresses) if defaults else None
         self.rules: tuple[IgnoreRule, ...] = (DEFAULT_IGNORES if defaults else ()) + tuple(
             IgnoreRule(p, "--ignore", drop=True) for p in ignores
         )
@@ -72,11 +119,23 @@ class Normalizer:
 
     def text(self, value: str) -> str:
         """A string with the value masks applied (memoized: lease names and the like recur in many calls)."""
-        if not self.defaults or ("-" not in value and "redacted:" not in value):
+        if not self.defaults or ("-" not in value and ":" not in value and "/" not in value and "ort" not in value):
             return value
         masked = self._texts.get(value)
         if masked is None:
-            masked = _FINGERPRINT.sub(FINGERPRINT_MASK, _UUID.sub(self._uuid, value))
+            masked = value
+            if "/" in masked:
+                masked = _TMP_PATH.sub(TMP_MASK, masked)
+            if ":" in masked:
+                if self._addresses is not None:
+                    masked = self._addresses.sub(_router, masked)
+                masked = _TIME.sub(TIME_MASK, masked)
+            elif self._addresses is not None and "ort" in masked:
+                masked = self._addresses.sub(_router, masked)
+            if "-" in masked:
+                masked = _UUID.sub(self._uuid, masked)
+            if "redacted:" in masked:
+                masked = _FINGERPRINT.sub(FINGERPRINT_MASK, masked)
             if len(self._texts) < _TEXT_CACHE:
                 self._texts[value] = masked
         return masked

@@ -30,7 +30,7 @@ from jsreplay.cassette.model import (
     metadata_get,
 )
 from jsreplay.protocol.registry import ProtocolError, Registry, iter_unknown_paths, unknown_map
-from jsreplay.protocol.wire import ROUTER_STREAM, code_name, short_method
+from jsreplay.protocol.wire import ROUTER_HANDOUTS, ROUTER_STREAM, code_name, short_method
 from jsreplay.session.tokens import bearer_token
 from jsreplay.session.tunnels import (
     RouterFrame,
@@ -161,6 +161,9 @@ class CassetteView:
     # Inner calls' decoded messages were dropped, bytes and values (by diff's loader, to send less between
     # processes, once it had built their units); only re-building their units (diff's method renames) needs them.
     inner_data_dropped: bool = False
+    # The router endpoints the proxy handed the peers instead of the real ones (Dial and Listen responses as
+    # forwarded): the proxy's own address, which diff masks in texts with the upstreams and the real routers.
+    forwarded_endpoints: tuple[str, ...] = ()
 
     def __getstate__(self) -> dict[str, Any]:
         # A registry holds C descriptor pools, which don't pickle; it is rebuilt from the header's schema.
@@ -550,4 +553,30 @@ def build_view(
     if tunnels and router_calls:
         _attach_tunnels(decoder, router_calls, counts, progress)
     views.sort(key=lambda v: (v.start_ns or 0, v.id))
-    return CassetteView(header=header, registry=registry, calls=views, events=events, truncated_at=truncated_at)
+    return CassetteView(
+        header=header,
+        registry=registry,
+        calls=views,
+        events=events,
+        truncated_at=truncated_at,
+        forwarded_endpoints=_forwarded_endpoints(registry, calls) if decode else (),
+    )
+
+
+def _forwarded_endpoints(registry: Registry, calls: Sequence[Call]) -> tuple[str, ...]:
+    """The `router_endpoint`s of the Dial and Listen responses as the proxy forwarded them (rewritten)."""
+    found: dict[str, None] = {}
+    for call in calls:
+        if call.method not in ROUTER_HANDOUTS:
+            continue
+        info = registry.method(call.method)
+        for event in call.events:
+            if type(event) is not ServerMessage or event.forwarded is None or info is None:
+                continue
+            try:
+                endpoint = registry.decode(info.response_type, event.forwarded).get("router_endpoint")
+            except ProtocolError:
+                continue
+            if isinstance(endpoint, str) and endpoint:
+                found[endpoint] = None
+    return tuple(found)
