@@ -32,6 +32,7 @@ from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script, ScriptedResponse, call_peer
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.optional import is_optional, unimplemented_note
 from jsreplay.session.tokens import bearer_token
 
 log = logging.getLogger("jsreplay.replay")
@@ -198,6 +199,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
         log.warning("%s", explanation)
         self.report.missed.append(Miss(method=method, reason=explanation, at_s=self._elapsed()))
 
+    def _note(self, note: str) -> None:
+        log.info("jsreplay: %s", note)
+        if note not in self.report.notes:
+            self.report.notes.append(note)
+
     def _unfinished(self, method: str, reason: str) -> None:
         log.error("%s", reason)
         self.report.unfinished.append(Miss(method=method, reason=reason, at_s=self._elapsed()))
@@ -275,6 +281,12 @@ class ReplayHandler(grpc.GenericRpcHandler):
             return None
         outcome = self.matcher.match(method, first)
         if outcome.script is None:
+            if self._fallback is None and is_optional(method) and not self.matcher.recorded(method):
+                # A newer peer calling what the recorded controller never served (GetServiceEndpoints from a
+                # development exporter replayed from a 0.9.0 cassette): answered as an older controller does.
+                self._note(unimplemented_note(method))
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"jsreplay: {method} is not in the cassette")
+                return None
             if self._fallback is not None:
                 self.report.forwarded.append(Miss(method=method, reason=outcome.explanation, at_s=self._elapsed()))
                 return await self._fallback.forward(method, kind, first, context)
