@@ -8,7 +8,7 @@ development wheels. Two commands:
         Unregister); prints {"registered": true} once registered.
     python peers.py client --endpoint E [--endpoint E2 ...] --token T --ca-file F --name N --selector S
                            [--context k=v ...] [--log-stream]
-        runs the client scenario once per endpoint (lease, connect, power on/off, a power read, 4 KiB echoed,
+        runs the client scenario once per endpoint (lease, connect, power on/off, a power read, 64 KiB echoed,
         GetStatus, release) and prints one JSON line per run: what the client saw, or {"error": ...}.
 
 With `--context`, the lease is made first with `create_lease(context=...)` (`Lease.context`, new in the development
@@ -23,11 +23,15 @@ import base64
 import json
 import signal
 import sys
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
 
-PAYLOAD = bytes(range(256)) * 16  # 4 KiB
+# The 0.9.0 scenario's (jsreplay.testing.peers): 64 KiB sent 4 KiB at a time, so either client replays the other's.
+PAYLOAD = b"".join(i.to_bytes(2, "big") * 2 for i in range(16 * 1024))
+CHUNK = 4096
+DURATION = timedelta(minutes=10)
 
 
 def _tls(ca_file: str):  # type: ignore[no-untyped-def]
@@ -37,11 +41,18 @@ def _tls(ca_file: str):  # type: ignore[no-untyped-def]
 
 
 def _drivers():  # type: ignore[no-untyped-def]
-    from jumpstarter_driver_composite.driver import Composite
+    from jumpstarter.driver import Driver
     from jumpstarter_driver_network.driver import EchoNetwork
     from jumpstarter_driver_power.driver import MockPower
 
-    return Composite(children={"power": MockPower(), "echo": EchoNetwork()})
+    class DemoRoot(Driver):
+        """jsreplay.testing.peers.DemoRoot's twin: the same root (client class) as the 0.9.0 test exporter's."""
+
+        @classmethod
+        def client(cls) -> str:
+            return "jumpstarter.client.DriverClient"
+
+    return DemoRoot(children={"power": MockPower(), "echo": EchoNetwork()})
 
 
 async def exporter(args: argparse.Namespace) -> int:
@@ -100,24 +111,29 @@ def _scenario(config, args: argparse.Namespace) -> dict:  # type: ignore[no-unty
     context = dict(kv.split("=", 1) for kv in args.context)
     lease_name = None
     if context:
-        created = config.create_lease(duration=timedelta(minutes=10), selector=args.selector, context=context)
+        created = config.create_lease(duration=DURATION, selector=args.selector, context=context)
         lease_name = created.name
-    with config.lease(selector=None if lease_name else args.selector, lease_name=lease_name) as lease:
+    selector = None if lease_name else args.selector
+    with config.lease(selector=selector, lease_name=lease_name, duration=DURATION) as lease:
         with lease.connect() as root:
             power = root.children["power"]
             if args.log_stream:
                 with root.log_stream():
                     power_on = power.on()
                     power_off = power.off()
+                    time.sleep(0.3)  # the exporter polls its log queue every 50 ms: let "power on/off" through
             else:
                 power_on = power.on()
                 power_off = power.off()
             readings = [[r.voltage, r.current] for r in power.read()]
             echoed = bytearray()
             with root.children["echo"].stream() as stream:
-                stream.send(PAYLOAD)
-                while len(echoed) < len(PAYLOAD):
-                    echoed += stream.receive()
+                for offset in range(0, len(PAYLOAD), CHUNK):
+                    chunk = PAYLOAD[offset : offset + CHUNK]
+                    stream.send(chunk)
+                    wanted = len(echoed) + len(chunk)
+                    while len(echoed) < wanted:
+                        echoed += stream.receive()
             status = lease.portal.call(root.get_status_async)
             drivers = sorted(root.children)
         exporter_name = lease.exporter_name
