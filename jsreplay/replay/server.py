@@ -131,7 +131,12 @@ class CausalIndex:
 
 class ReplayHandler(grpc.GenericRpcHandler):
     def __init__(
-        self, library: Library, config: ReplayConfig, advertise: str, fallback: Fallback | None = None
+        self,
+        library: Library,
+        config: ReplayConfig,
+        advertise: str,
+        fallback: Fallback | None = None,
+        ca_pem: bytes | None = None,
     ) -> None:
         self._library = library
         self._fallback = fallback
@@ -148,7 +153,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self.matcher.add(library.scripts)
         shift = (time.time_ns() - library.created_unix_ns) // 1_000_000_000 if config.shift_timestamps else 0
         self._rewriters = {
-            source: ResponseRewriter(registry, advertise=advertise, shift_seconds=max(0, shift))
+            source: ResponseRewriter(registry, advertise=advertise, shift_seconds=max(0, shift), ca_pem=ca_pem)
             for source, registry in library.registries.items()
         }
         self._progress = _Progress()
@@ -618,7 +623,7 @@ class ReplayServer(ServesEndpoint):
         bound = bind(server, self.config.listen, self.config.tls, advertise=self.config.advertise)
         if self._fallback_factory is not None:
             self._fallback = self._fallback_factory(bound.endpoint)
-        self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback)
+        self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback, bound.ca_pem)
         await add_introspection(server, (loaded.header for _, loaded in self._library.cassettes))
         server.add_generic_rpc_handlers((self.handler,))
         await server.start()
