@@ -30,6 +30,9 @@ GET_REPORT = EXPORTER + "GetReport"
 EXPORTER_METHODS = frozenset((REGISTER, UNREGISTER, REPORT_STATUS, STATUS, LISTEN, RELEASE_LEASE))
 #: Controller calls whose responses name a router (endpoint and token) that the proxy rewrites to itself.
 ROUTER_HANDOUTS = frozenset((DIAL, LISTEN))
+# The development line's telemetry: the controller names its endpoints, the exporter pushes logs there.
+GET_SERVICE_ENDPOINTS = CONTROLLER + "GetServiceEndpoints"
+PUSH_LOGS = "/jumpstarter.v1.TelemetryService/PushLogs"
 
 # Message type names.
 STREAM_REQUEST = "jumpstarter.v1.StreamRequest"  # a router frame a peer sends

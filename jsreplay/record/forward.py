@@ -21,7 +21,7 @@ import grpc
 
 from jsreplay.cassette.model import CancelSource, Metadata, Role
 from jsreplay.protocol.registry import Registry, StreamKind
-from jsreplay.protocol.wire import ROUTER_STREAM
+from jsreplay.protocol.wire import GET_SERVICE_ENDPOINTS, PUSH_LOGS, ROUTER_STREAM
 from jsreplay.record.recorder import Recorder
 from jsreplay.record.routing import RouteRefused, RouterTable
 from jsreplay.record.upstream import UpstreamChannels, UpstreamError
@@ -216,6 +216,15 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                     "jsreplay: router token was not issued by the upstream; refusing to relay",
                 )
             target = route
+        elif method == PUSH_LOGS:
+            token = bearer_token(metadata)
+            route = self._routes.telemetry(token) if token else None
+            if route is None:
+                raise RouteRefused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "jsreplay: PushLogs from a caller the upstream named no telemetry endpoint to; refusing to relay",
+                )
+            target = route
         if await self._routes.is_own(target):
             refusal = f"jsreplay: {target} is this proxy itself; refusing to forward to it"
             raise RouteRefused(grpc.StatusCode.FAILED_PRECONDITION, refusal)
@@ -293,7 +302,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         pump: asyncio.Task[None] | None = None
         try:
             try:
-                channel = await self._channels.get(target)
+                channel = await self._channels.get(target, self._routes.telemetry_ca(target))
             except UpstreamError as err:
                 details = f"jsreplay: upstream {target} unavailable: {err}"
                 recorder.status(call_id, grpc.StatusCode.UNAVAILABLE.value[0], details, ())
@@ -353,10 +362,11 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         call = self._calls.get(call_id)
         return call is not None and call.stopped
 
-    async def _rewrite(self, call_id: int, method: str, data: bytes) -> bytes | None:
+    async def _rewrite(self, call_id: int, method: str, data: bytes, context: grpc.aio.ServicerContext) -> bytes | None:
         """The message to forward in place of `data`, if rewritten. A refused one is recorded as received."""
+        caller = bearer_token(as_metadata(context.invocation_metadata())) if method == GET_SERVICE_ENDPOINTS else None
         try:
-            rewrite = await self._routes.rewrite(method, data)
+            rewrite = await self._routes.rewrite(method, data, caller)
         except RouteRefused:
             self._recorder.server_message(call_id, data, None)
             raise
@@ -376,7 +386,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             recorder.server_headers(call_id, initial)
             if initial:
                 await self._send(call_id, context.send_initial_metadata(forwardable(initial)))
-            forwarded = await self._rewrite(call_id, method, response)
+            forwarded = await self._rewrite(call_id, method, response, context)
             recorder.server_message(call_id, response, forwarded)
             return forwarded if forwarded is not None else response
         # Streaming responses: headers first, as soon as the upstream sends them (a Status stream may send
@@ -395,7 +405,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 return None
             if message is grpc.aio.EOF:
                 return None
-            forwarded = await self._rewrite(call_id, method, message)
+            forwarded = await self._rewrite(call_id, method, message, context)
             recorder.server_message(call_id, message, forwarded)
             await self._send(call_id, context.write(forwarded if forwarded is not None else message))
 

@@ -119,7 +119,7 @@ class RecordingProxy(ServesEndpoint):
             bound.cleanup()
             raise
         self._recorder = Recorder(writer)
-        self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses())
+        self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses(), ca_pem=bound.ca_pem)
         self._handler = ForwardingHandler(
             recorder=self._recorder,
             registry=self._registry,

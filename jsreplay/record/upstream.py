@@ -67,7 +67,8 @@ class UpstreamChannels:
         self._lock = asyncio.Lock()
         self._closed = False
 
-    async def get(self, target: str) -> grpc.aio.Channel:
+    async def get(self, target: str, ca_pem: bytes | None = None) -> grpc.aio.Channel:
+        """The channel to `target`; `ca_pem`: a CA the upstream itself named for it (a telemetry endpoint's)."""
         channel = self._channels.get(target)
         if channel is not None:
             return channel
@@ -76,14 +77,17 @@ class UpstreamChannels:
                 raise UpstreamError("the proxy is stopping")
             channel = self._channels.get(target)
             if channel is None:
-                channel = await self._open(target)
+                channel = await self._open(target, ca_pem)
                 if self._closed:  # closed while this one was being opened
                     await channel.close(grace=None)
                     raise UpstreamError("the proxy is stopping")
                 self._channels[target] = channel
             return channel
 
-    async def _open(self, target: str) -> grpc.aio.Channel:
+    async def _open(self, target: str, ca_pem: bytes | None = None) -> grpc.aio.Channel:
+        if ca_pem is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+            return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         if self._trust.plaintext:
             return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         root = self._trust.ca_pem

@@ -140,6 +140,10 @@ class Matcher:
         for script in scripts:
             self._slots.setdefault(script.method, []).append(_Slot(script))
 
+    def recorded(self, method: str) -> bool:
+        """Whether any cassette recorded a call on `method`."""
+        return bool(self._slots.get(method))
+
     def scripts(self) -> list[tuple[Script, int]]:
         """Every recording with how many times it was served."""
         return [(slot.script, slot.used) for slots in self._slots.values() for slot in slots]

@@ -33,6 +33,7 @@ class ReplayReport:
     unfinished: list[Miss] = field(default_factory=list)  # calls whose recording has no end (a cut cassette)
     injected: list[Injection] = field(default_factory=list)  # faults, delays and cuts injected (never misses)
     recordings: list[RecordingUse] = field(default_factory=list)  # every recording, served or not (coverage)
+    notes: list[str] = field(default_factory=list)  # what is worth knowing but not a miss (optional RPCs answered)
 
     def coverage(self) -> Coverage:
         return Coverage.of(self.recordings, (injection_json(i) for i in self.injected))
@@ -61,6 +62,7 @@ class ReplayReport:
             "errors": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.errors],
             "unfinished": [{"method": m.method, "reason": m.reason, "at_s": round(m.at_s, 3)} for m in self.unfinished],
             "injected": [injection_json(i) for i in self.injected],
+            "notes": self.notes,
             "left": [{"recording": r.recording, "method": r.method, "driver_call": r.driver_call} for r in self.left],
         }
 
@@ -82,6 +84,7 @@ class ReplayReport:
                 if self.unchecked_streams
                 else ""
             )
+            + "".join(f"\nnote: {note}" for note in self.notes)
         )
 
 

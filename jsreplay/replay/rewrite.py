@@ -1,4 +1,8 @@
-"""Rewrites of replayed responses: router endpoints point at the replay server; timestamps move to now.
+"""Rewrites of replayed responses: router and telemetry endpoints point at the replay server; timestamps move to now.
+
+A telemetry endpoint (`GetServiceEndpoints`, the development line) also gets the replay server's CA as its
+certificate (none when it serves plaintext), so the exporter pushes its logs to replay, which serves the recorded
+PushLogs answers.
 
 A lease recorded last month ended last month: shifting every timestamp by (now - recording start) makes the
 client's lease monitor see a live lease. Messages without timestamps or endpoints keep their recorded bytes.
@@ -13,12 +17,14 @@ from jsreplay.protocol.registry import ProtocolError, Registry
 
 TIMESTAMP_TYPES = frozenset({"google.protobuf.Timestamp", "jumpstarter.v1.Time"})
 ENDPOINT_FIELD = "router_endpoint"
+TELEMETRY_ENDPOINT = "jumpstarter.v1.TelemetryEndpoint"
 
 
 class ResponseRewriter:
-    def __init__(self, registry: Registry, *, advertise: str, shift_seconds: int) -> None:
+    def __init__(self, registry: Registry, *, advertise: str, shift_seconds: int, ca_pem: bytes | None = None) -> None:
         self._registry = registry
         self._advertise = advertise
+        self._certificate = ca_pem.decode() if ca_pem else ""
         self._shift = shift_seconds
         self._interesting: dict[str, bool] = {}
 
@@ -29,7 +35,7 @@ class ResponseRewriter:
             return cached
         if name in seen:
             return False
-        found = False
+        found = name == TELEMETRY_ENDPOINT
         for field in descriptor.fields:
             if field.name == ENDPOINT_FIELD and field.message_type is None:
                 found = True
@@ -57,6 +63,10 @@ class ResponseRewriter:
         return data
 
     def _apply(self, message: Message) -> bool:
+        if message.DESCRIPTOR.full_name == TELEMETRY_ENDPOINT and getattr(message, "endpoint", ""):
+            message.endpoint = self._advertise
+            message.certificate = self._certificate
+            return True
         changed = False
         for field, value in message.ListFields():
             if field.message_type is None:

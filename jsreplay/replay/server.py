@@ -32,6 +32,7 @@ from jsreplay.replay.report import Miss, ReplayReport
 from jsreplay.replay.rewrite import ResponseRewriter
 from jsreplay.replay.script import Script, ScriptedResponse, call_peer
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
+from jsreplay.session.optional import is_optional, unimplemented_note
 from jsreplay.session.tokens import bearer_token
 
 log = logging.getLogger("jsreplay.replay")
@@ -130,7 +131,12 @@ class CausalIndex:
 
 class ReplayHandler(grpc.GenericRpcHandler):
     def __init__(
-        self, library: Library, config: ReplayConfig, advertise: str, fallback: Fallback | None = None
+        self,
+        library: Library,
+        config: ReplayConfig,
+        advertise: str,
+        fallback: Fallback | None = None,
+        ca_pem: bytes | None = None,
     ) -> None:
         self._library = library
         self._fallback = fallback
@@ -147,7 +153,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
         self.matcher.add(library.scripts)
         shift = (time.time_ns() - library.created_unix_ns) // 1_000_000_000 if config.shift_timestamps else 0
         self._rewriters = {
-            source: ResponseRewriter(registry, advertise=advertise, shift_seconds=max(0, shift))
+            source: ResponseRewriter(registry, advertise=advertise, shift_seconds=max(0, shift), ca_pem=ca_pem)
             for source, registry in library.registries.items()
         }
         self._progress = _Progress()
@@ -197,6 +203,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
     def _miss(self, method: str, explanation: str) -> None:
         log.warning("%s", explanation)
         self.report.missed.append(Miss(method=method, reason=explanation, at_s=self._elapsed()))
+
+    def _note(self, note: str) -> None:
+        log.info("jsreplay: %s", note)
+        if note not in self.report.notes:
+            self.report.notes.append(note)
 
     def _unfinished(self, method: str, reason: str) -> None:
         log.error("%s", reason)
@@ -275,6 +286,12 @@ class ReplayHandler(grpc.GenericRpcHandler):
             return None
         outcome = self.matcher.match(method, first)
         if outcome.script is None:
+            if self._fallback is None and is_optional(method) and not self.matcher.recorded(method):
+                # A newer peer calling what the recorded controller never served (GetServiceEndpoints from a
+                # development exporter replayed from a 0.9.0 cassette): answered as an older controller does.
+                self._note(unimplemented_note(method))
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"jsreplay: {method} is not in the cassette")
+                return None
             if self._fallback is not None:
                 self.report.forwarded.append(Miss(method=method, reason=outcome.explanation, at_s=self._elapsed()))
                 return await self._fallback.forward(method, kind, first, context)
@@ -617,7 +634,7 @@ class ReplayServer(ServesEndpoint):
         bound = bind(server, self.config.listen, self.config.tls, advertise=self.config.advertise)
         if self._fallback_factory is not None:
             self._fallback = self._fallback_factory(bound.endpoint)
-        self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback)
+        self.handler = ReplayHandler(self._library, self.config, bound.endpoint, self._fallback, bound.ca_pem)
         await add_introspection(server, (loaded.header for _, loaded in self._library.cassettes))
         server.add_generic_rpc_handlers((self.handler,))
         await server.start()

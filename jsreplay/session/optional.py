@@ -9,7 +9,7 @@ notes it rather than calling it a difference, and replay may answer UNIMPLEMENTE
 
 from __future__ import annotations
 
-from jsreplay.protocol.wire import CONTROLLER, EXPORTER, RELEASE_LEASE, REPORT_STATUS
+from jsreplay.protocol.wire import CONTROLLER, EXPORTER, RELEASE_LEASE, REPORT_STATUS, short_method
 
 UNIMPLEMENTED = 12  # the gRPC status code
 
@@ -23,3 +23,8 @@ OPTIONAL_METHODS = OPTIONAL_CONTROLLER_METHODS | OPTIONAL_EXPORTER_METHODS
 def is_optional(method: str) -> bool:
     """Whether a peer calling `method` copes with an UNIMPLEMENTED answer."""
     return method in OPTIONAL_METHODS
+
+
+def unimplemented_note(method: str) -> str:
+    """What replay and verify say when they answer an unrecorded optional RPC with UNIMPLEMENTED."""
+    return f"{short_method(method)} (optional, not in the cassette) answered UNIMPLEMENTED, as an older peer does"

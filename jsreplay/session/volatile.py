@@ -67,6 +67,8 @@ VOLATILE_FIELDS: tuple[IgnoreRule, ...] = (
     IgnoreRule("ExporterService/LogStream.response.structured_fields.thread", "the logging thread's id"),
     IgnoreRule("ExporterService/LogStream.response.structured_fields.process", "the exporter's process id"),
     IgnoreRule("TelemetryService/PushLogs.request.entries.timestamp", "when the log entry was emitted"),
+    # The matcher compares leaves (`timestamp.seconds`, `timestamp.nanos`), not the Timestamp message.
+    IgnoreRule("TelemetryService/PushLogs.request.entries.timestamp.*", "when the log entry was emitted"),
     IgnoreRule("ExporterService/GetStatus.response.status_version", "counts status changes over the exporter's life"),
     # The exporter's status as the controller saw it at that instant: it races the exporter's own ReportStatus
     # calls (a GetExporter right after CreateLease sees AVAILABLE or LEASE_READY), and those calls are compared.

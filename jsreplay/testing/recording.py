@@ -38,16 +38,22 @@ async def record_scenario(
     selector: str = SELECTOR,
     redact: bool = True,
     client_side: Callable[..., Awaitable[Any]] | None = None,
+    schema: bytes | None = None,
 ) -> RecordedRun:
     """Run the full real-client scenario with both peers going through one recording proxy.
 
     `client_side`: another client side, called as `run_client_scenario` is (endpoint, token, ca_pem, name=,
     selector=), e.g. `jsreplay.testing.drivers.DriverScenario.client()`; its return value is `result`.
+    `schema`: the descriptor set to record with (`jsreplay.protocol.schemas.load_schema("v0.9.0")`); default union.
     """
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with FakeCluster(**(cluster_kwargs or {})) as cluster:
             async with recording(
-                upstream=cluster.controller_endpoint, upstream_ca=cluster.ca_pem, cassette=cassette, redact=redact
+                upstream=cluster.controller_endpoint,
+                upstream_ca=cluster.ca_pem,
+                cassette=cassette,
+                redact=redact,
+                schema=schema,
             ) as proxy:
                 exporter = cluster.new_exporter(exporter_name, dict(labels))
                 client = cluster.new_client(client_name)

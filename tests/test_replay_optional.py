@@ -1,0 +1,51 @@
+"""Replay answers an optional RPC the cassette never recorded as a controller older than the caller does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+import jsreplay
+
+pytestmark = [pytest.mark.anyio]
+SAMPLE = Path(__file__).resolve().parents[1] / "cassettes" / "power-echo.msgpack"  # recorded with 0.9.0 peers
+GET_SERVICE_ENDPOINTS = "/jumpstarter.v1.ControllerService/GetServiceEndpoints"
+AUDIT_STREAM = "/jumpstarter.v1.ControllerService/AuditStream"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _call(server: jsreplay.ReplayServer, method: str) -> grpc.aio.AioRpcError:
+    credentials = grpc.ssl_channel_credentials(server.ca_pem)
+    async with grpc.aio.secure_channel(server.endpoint, credentials) as channel:
+        call = channel.unary_unary(method)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(b"", timeout=10)
+    return caught.value
+
+
+@pytest.mark.timeout(60)
+async def test_unrecorded_get_service_endpoints_is_unimplemented_and_a_note() -> None:
+    async with jsreplay.replaying(SAMPLE) as server:
+        err = await _call(server, GET_SERVICE_ENDPOINTS)
+        report = server.report
+    assert err.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert report.missed == []
+    assert len(report.notes) == 1 and "GetServiceEndpoints" in report.notes[0]
+    assert "GetServiceEndpoints" in report.summary()
+    assert report.to_json()["notes"] == report.notes
+
+
+@pytest.mark.timeout(60)
+async def test_an_unrecorded_method_that_is_not_optional_is_still_a_miss() -> None:
+    async with jsreplay.replaying(SAMPLE) as server:
+        err = await _call(server, AUDIT_STREAM)
+        report = server.report
+    assert err.code() is grpc.StatusCode.UNKNOWN
+    assert [m.method for m in report.missed] == [AUDIT_STREAM]
+    assert report.notes == []
