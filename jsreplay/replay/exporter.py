@@ -35,6 +35,7 @@ from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, pl
 from jsreplay.replay.script import Script
 from jsreplay.replay.streams import StreamBook, StreamDiffers
 from jsreplay.serving import rpc_method_handler
+from jsreplay.session.optional import is_optional, unimplemented_note
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -55,6 +56,7 @@ class MockExporter(grpc.GenericRpcHandler):
         ignores: tuple[str, ...],
         allow_repeats: bool,
         on_miss: Callable[[str, str], None],
+        on_note: Callable[[str], None] | None = None,
         on_error: Callable[[str, str], None],
         on_unfinished: Callable[[str, str], None] | None = None,
         unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
@@ -64,6 +66,7 @@ class MockExporter(grpc.GenericRpcHandler):
         self._inject = inject
         self.driver_paths: dict[str, str] = {}  # uuid -> driver path, from the recorded GetReport
         self._on_miss = on_miss
+        self._on_note = on_note
         self._on_error = on_error
         self._on_unfinished = on_unfinished or on_error
         self._unfinished_timeout = unfinished_timeout
@@ -126,6 +129,13 @@ class MockExporter(grpc.GenericRpcHandler):
                     await context.abort(grpc.StatusCode.DATA_LOSS, str(err))
                 return None
             outcome = self.matcher.match(method, first)
+            if outcome.script is None and self._on_note is not None:
+                if is_optional(method) and not self.matcher.recorded(method):
+                    # A client newer than the recorded exporter calling what it never served (GetStatus,
+                    # EndSession, LogStream): answered as an older exporter does.
+                    self._on_note(unimplemented_note(method))
+                    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"jsreplay: {method} is not in the cassette")
+                    return None
             if outcome.script is None:
                 self._on_miss(method, outcome.explanation)
                 await context.abort(grpc.StatusCode.UNKNOWN, outcome.explanation)

@@ -402,6 +402,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
             ignores=self._config.ignores,
             allow_repeats=self._config.allow_repeats,
             on_miss=inner_miss,
+            on_note=self._note,
             on_error=self._error,
             on_unfinished=self._unfinished,
             unfinished_timeout=self._config.unfinished_timeout,
