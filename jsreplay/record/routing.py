@@ -19,6 +19,7 @@ which endpoint it means. A PushLogs with a token no GetServiceEndpoints caller p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -78,18 +79,25 @@ class RouterTable:
         """The CA certificate the upstream named for a telemetry endpoint (None: trust it as the upstream)."""
         return self._telemetry_ca.get(endpoint)
 
-    async def _rewrite_telemetry(self, data: bytes, caller_token: str | None) -> Rewrite | None:
-        info = self._registry.method(GET_SERVICE_ENDPOINTS)
+    def _parse(self, method: str, data: bytes, what: str) -> Any:
+        """A response naming endpoints, decoded; None for a method the schema lacks. One that does not decode
+        is refused: forwarded, it would send the peer around the proxy."""
+        info = self._registry.method(method)
         if info is None:
             return None
         try:
-            message = self._registry.parse(info.response_type, data)
+            return self._registry.parse(info.response_type, data)
         except ProtocolError as err:
             raise RouteRefused(
                 grpc.StatusCode.INTERNAL,
-                f"jsreplay: the upstream's GetServiceEndpoints response does not decode ({err}); not forwarded, as "
-                "its telemetry endpoints cannot be pointed at the proxy",
+                f"jsreplay: the upstream's {method.rpartition('/')[2]} response does not decode ({err}); not "
+                f"forwarded, as {what} cannot be pointed at the proxy",
             ) from None
+
+    async def _rewrite_telemetry(self, data: bytes, caller_token: str | None) -> Rewrite | None:
+        message = self._parse(GET_SERVICE_ENDPOINTS, data, "its telemetry endpoints")
+        if message is None:
+            return None
         endpoints = list(getattr(message, "telemetry_endpoints", ()))
         if not endpoints:
             return None
@@ -120,18 +128,10 @@ class RouterTable:
             return await self._rewrite_telemetry(data, caller_token)
         if method not in ENDPOINT_METHODS:
             return None
-        info = self._registry.method(method)
-        if info is None:
-            return None
         name = method.rpartition("/")[2]
-        try:
-            message = self._registry.parse(info.response_type, data)
-        except ProtocolError as err:
-            raise RouteRefused(
-                grpc.StatusCode.INTERNAL,
-                f"jsreplay: the upstream's {name} response does not decode ({err}); not forwarded, as its router "
-                "endpoint cannot be pointed at the proxy",
-            ) from None
+        message = self._parse(method, data, "its router endpoint")
+        if message is None:
+            return None
         endpoint = getattr(message, "router_endpoint", "")
         token = getattr(message, "router_token", "")
         if not endpoint:
