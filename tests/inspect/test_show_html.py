@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,6 +85,58 @@ def test_cassette_text_cannot_inject_markup(tmp_path: Path) -> None:
     dom = dump_dom(BROWSER, page.as_uri() + "#expand=1", budget_ms=1000)
     assert "<title>jsreplay: " in dom and "pwned" not in dom.split("</title>", 1)[0]
     assert "<img" not in dom and "&lt;script&gt;document.title" in dom
+
+
+needs_client = pytest.mark.skipif(
+    importlib.util.find_spec("jumpstarter") is None,
+    reason="the Jumpstarter client is not installed (pip install -e '.[demo]')",
+)
+
+
+@needs_browser
+@needs_client
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_a_replay_report_marks_the_miss_and_the_unused_recordings(tmp_path: Path) -> None:
+    """A real `jsreplay replay --report` of the shipped cassette, with a client that asks for another board."""
+    assert BROWSER is not None
+    cassette = tmp_path / "power-echo.msgpack"
+    cassette.write_bytes((ROOT / "cassettes" / "power-echo.msgpack").read_bytes())
+    client = tmp_path / "client.py"
+    source = (ROOT / "examples" / "client.py").read_text()
+    assert 'selector="example.com/board=demo"' in source
+    client.write_text(source.replace('selector="example.com/board=demo"', 'selector="example.com/board=other"'))
+    report = tmp_path / "report.json"
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(client))}"
+    replay = subprocess.run(
+        [sys.executable, "-m", "jsreplay", "replay", str(cassette), "--report", str(report), "--exec", command],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert replay.returncode == 1, replay.stderr  # the miss fails the client
+    doc = json.loads(report.read_text())
+    (miss,) = doc["missed"]
+    assert "nearest is power-echo.msgpack#4" in miss["reason"]  # CreateLease, recorded with board=demo
+    unused = {int(u["recording"].rsplit("#", 1)[1]) for u in doc["unused"]}
+    unused |= {int(t.rsplit("#", 1)[1]) for t in doc["tunnels"]["unused"]}
+    assert 4 in unused
+
+    page = show_html(cassette, tmp_path / "report.html", "--report", str(report))
+    dom = dump_dom(BROWSER, page.as_uri() + "#expand=4")
+    assert 'data-ready="1"' in dom
+    banner = re.search(r'<div class="banner"><strong>replay report: (.*?)</strong>(.*?)</div>', dom)
+    assert banner is not None
+    assert banner.group(1) == f"1 missed, 0 errors, 0 causal timeouts, {len(doc['unused'])} recordings unused"
+    assert "miss at +" in banner.group(2) and "ClientService/CreateLease" in banner.group(2)
+    rows = {int(m.group(2)): m.group(1).split() for m in re.finditer(r'<div class="(row[^"]*)" data-path="(\d+)"', dom)}
+    assert len(rows) == len(read_cassette(cassette).calls())
+    assert "miss" in rows[4] and "unused" in rows[4]  # the miss's nearest recording, itself never served
+    for call_id, classes in rows.items():
+        assert ("unused" in classes) == (call_id in unused), (call_id, classes)
+        assert ("miss" in classes) == (call_id == 4), (call_id, classes)
+    assert any(not classes[1:] for classes in rows.values())  # the probe's tunnel ends are not named: not marked
+    assert "miss: nearest recording of a miss: " in dom and "unused: not used by the replay" in dom  # #4 expanded
 
 
 def _bench_module() -> object:
