@@ -1,4 +1,5 @@
-"""`jsreplay show --format html` in a real headless Chromium: tunnels expanded, calls decoded, escaping, 10k calls."""
+"""`jsreplay show --format html`: its data (no browser), and in a real headless Chromium tunnels expanded, calls
+decoded, escaping, a replay report's marks, 10k calls."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ import pytest
 
 from jsreplay.cassette.format import read_cassette, write_cassette
 from jsreplay.cassette.model import CallStart, ClientMessage, Header, Role, Status
+from jsreplay.inspect.html import render_html
+from jsreplay.inspect.show import call_to_json
 from jsreplay.testing.browser import dump_dom, find_browser, screenshot
 from jsreplay.testing.recording import RecordedRun, record_scenario
+from tests.inspect.inspect_support import load
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(
@@ -38,6 +42,32 @@ def show_html(cassette: Path, out: Path, *extra: str) -> Path:
         )
     assert done.returncode == 0, done.stderr
     return out
+
+
+def test_each_call_is_laid_out_once_as_show_json_lays_it_out() -> None:
+    """No browser: the page's data. Rows and details agree; a tunnel's inner calls are in its details (once),
+    decoded as `call_to_json` decodes them; a byte stream carries its bytes' summary instead of its frames."""
+    view = load(ROOT / "cassettes" / "power-echo.msgpack")
+    page = "".join(render_html(view, "power-echo.msgpack"))
+    scripts = dict(re.findall(r'<script type="application/json" id="jsreplay-(\w+)">(.*?)</script>', page, re.S))
+    assert not any(c in text for text in scripts.values() for c in "<>&")
+    rows, details = json.loads(scripts["rows"]), json.loads(scripts["details"])
+    assert len(rows) == len(details) == len(view.calls)
+    byte_streams = 0
+    for row, doc, call in zip(rows, details, view.calls, strict=True):
+        assert row[0] == doc["id"] == call.id and row[5] == doc["short_method"] and row[6] == doc["status"]
+        assert row[8] == (len(doc["tunnel"]) if doc["tunnel"] is not None else None)
+        for inner_doc, inner in zip(doc["tunnel"] or [], call.inner or [], strict=True):
+            expected = call_to_json(inner)
+            assert inner_doc["id"] == inner.id and inner_doc["tunnel"] is None
+            if inner_doc["byte_stream"] is not None:  # the echo: bytes summarised, frames not laid out
+                byte_streams += 1
+                assert inner_doc["requests"] == inner_doc["responses"] == []
+                assert inner_doc["byte_stream"]["out"]["bytes"] == 65536
+            else:
+                assert [m["value"] for m in inner_doc["requests"]] == [m["value"] for m in expected["requests"]]
+                assert [m["value"] for m in inner_doc["responses"]] == [m["value"] for m in expected["responses"]]
+    assert byte_streams == 1
 
 
 @pytest.fixture(scope="module")
