@@ -22,12 +22,13 @@ import base64
 import html
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
 from jsreplay.inspect.show import _JsonRender, call_to_json, dump_json, header_summary
 from jsreplay.inspect.values import bytes_to_json
-from jsreplay.inspect.view import CassetteView, ViewCall
+from jsreplay.inspect.view import CallEnd, CassetteView, EndKind, ViewCall
 from jsreplay.protocol.wire import ROUTER_STREAM
 
 #: Bytes kept of a byte string inside a decoded message, and of each direction of a byte stream.
@@ -58,38 +59,42 @@ def _byte_stream(call: ViewCall) -> dict[str, Any] | None:
 
 
 def _call_json(call: ViewCall, render: _JsonRender) -> dict[str, Any]:
-    doc = call_to_json(call, False, render)
-    doc["byte_stream"] = _byte_stream(call)
-    if call.inner is not None:
+    byte_stream = _byte_stream(call)
+    if byte_stream is not None:  # the frames themselves are summarised by the byte view: not laid out at all
+        doc = call_to_json(replace(call, requests=[], responses=[]), False, render)
+    elif call.inner is not None:  # the inner calls are laid out here (with their byte streams), not twice
+        doc = call_to_json(replace(call, inner=None), False, render)
         doc["tunnel"] = [_call_json(inner, render) for inner in call.inner]
-    if doc["byte_stream"] is not None:  # the frames themselves are summarised by the byte view
-        doc["requests"] = doc["responses"] = []
+    else:
+        doc = call_to_json(call, False, render)
+    doc["byte_stream"] = byte_stream
     return doc
 
 
-def _summary(call: dict[str, Any]) -> list[Any]:
+def _summary(call: ViewCall) -> list[Any]:
+    """A timeline row, from the view (the row list precedes the details in the page)."""
     return [
-        call["id"],
-        call["start_ns"],
-        call["duration_ns"],
-        call["role"],
-        call["caller"],
-        call["short_method"],
-        call["status"],
-        _end_label(call),
-        len(call["tunnel"]) if call["tunnel"] is not None else None,
+        call.id,
+        call.start_ns,
+        call.duration_ns,
+        call.role,
+        call.caller,
+        call.short_method,
+        call.end.status,
+        _end_label(call.end),
+        len(call.inner) if call.inner is not None else None,
     ]
 
 
-def _end_label(call: dict[str, Any]) -> str:
-    end = call["end"]
-    if end["kind"] == "status":
-        return f"{call['status']}: {call['details']}" if call["details"] else str(call["status"])
-    if end["kind"] == "cancel":
-        return f"cancelled by {end['by']}"
-    if end["kind"] == "reset":
-        return f"reset by {end['by']}"
-    if end["kind"] == "closed":
+def _end_label(end: CallEnd) -> str:
+    """How the call ended, as the page's rows say it (page.js's endLabel for inner calls)."""
+    if end.kind is EndKind.STATUS:
+        return f"{end.status}: {end.details}" if end.details else str(end.status)
+    if end.kind is EndKind.CANCEL:
+        return f"cancelled by {end.by}"
+    if end.kind is EndKind.RESET:
+        return f"reset by {end.by}"
+    if end.kind is EndKind.CLOSED:
         return "closed with its connection"
     return "no end recorded"
 
@@ -109,7 +114,6 @@ def render_html(view: CassetteView, name: str, report: dict[str, Any] | None = N
     header = {"cassette": name, **header_summary(view)}
     header["redactions"] = view.header.extra.get("redactions")
     header["edits"] = view.header.extra.get("edits")
-    calls = [_call_json(call, render) for call in view.calls]
     title = html.escape(f"jsreplay: {name}")
     yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -122,12 +126,13 @@ def render_html(view: CassetteView, name: str, report: dict[str, Any] | None = N
     yield '<script type="application/json" id="jsreplay-report">' + _script_json(report) + "</script>\n"
     yield (
         '<script type="application/json" id="jsreplay-rows">'
-        + _script_json([_summary(c) for c in calls])
+        + _script_json([_summary(c) for c in view.calls])
         + "</script>\n"
     )
+    # One call's document at a time: laid out, encoded, dropped (never all held at once).
     yield '<script type="application/json" id="jsreplay-details">['
-    for i, call in enumerate(calls):
-        yield ("," if i else "") + _script_json(call)
+    for i, call in enumerate(view.calls):
+        yield ("," if i else "") + _script_json(_call_json(call, render))
     yield "]</script>\n"
     yield f"<script>{_asset('page.js')}</script></body></html>\n"
 
