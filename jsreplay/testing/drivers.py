@@ -7,7 +7,7 @@ driver's own client class. `run_steps` runs the steps with the real client (leas
 
 The trees are built fresh for every exporter run (a factory), and a scenario's steps are deterministic: the
 same requests, in the same order, with answers that do not depend on time (the shell command sleeps between
-its lines so that each line is its own streamed message).
+its lines, and after the last, so that each line is its own streamed message and the exit code one more).
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ ALLOWED_CLIENTS: tuple[str, ...] = (
     "jumpstarter_driver_composite.*",
 )
 
-SHELL_SCRIPT = "echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three"
+# The last line is followed by a pause too: the shell driver polls its process every 0.1 s, and a process that exits
+# right after printing makes the exit code come with that line or in a message of its own as the poll races the
+# exit. With the pause every run streams four messages, the exit code in the last one alone.
+SHELL_SCRIPT = "echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three; sleep 0.4"
 FILE_CONTENT = b"".join(i.to_bytes(2, "big") for i in range(8192))  # 16 KiB, not periodic in small chunks
 SERIAL_MESSAGE = b"hello over loop://\n"
 SERIAL_BOOT = b"booting...\nbuildroot login: "  # what the console `expect`s a prompt in (loop:// echoes it)
