@@ -31,7 +31,7 @@ from jumpstarter_driver_power.driver import MockPower
 from jumpstarter_driver_pyserial.driver import PySerial
 from jumpstarter_driver_shell.driver import Shell
 
-from jsreplay.testing.peers import ECHO_CHUNK, client_config, default_drivers
+from jsreplay.testing.peers import ECHO_CHUNK, client_config, default_drivers, leasing
 
 __all__ = [
     "ALLOWED_CLIENTS",
@@ -192,7 +192,7 @@ async def run_steps(
 
     def blocking() -> Any:
         started = time.perf_counter()
-        with config.lease(selector=selector, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
+        with leasing(config, selector=selector, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
             result = steps(root)
         return {"result": result, "elapsed": time.perf_counter() - started}
 
