@@ -30,7 +30,7 @@ import jsreplay
 from jsreplay.cassette.format import MAGIC, CassetteReader, read_cassette
 from jsreplay.cli.replay import exit_code
 from jsreplay.replay import ReplayReport
-from jsreplay.testing import client_config
+from jsreplay.testing import client_config, leasing
 from jsreplay.testing.peers import ECHO_PAYLOAD, _scenario
 from jsreplay.testing.recording import SELECTOR
 
@@ -248,7 +248,7 @@ GET_REPORT = "/jumpstarter.v1.ExporterService/GetReport"
 
 def _session_with_a_second_connection(endpoint: str, ca_pem: bytes, exporters: Callable[[], list[Any]]) -> str:
     config = client_config(endpoint, "t", ca_pem, name="alice", timeout=20)
-    with config.lease(selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
+    with leasing(config, selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
         power = root.children["power"]
         power.on()
         [exporter] = exporters()

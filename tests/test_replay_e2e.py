@@ -19,7 +19,7 @@ from jumpstarter_protocol.jumpstarter.client.v1 import client_pb2
 import jsreplay
 from jsreplay.cassette.format import CassetteReader, read_cassette
 from jsreplay.replay import ReplayReport
-from jsreplay.testing import FakeCluster, client_config, run_client_scenario
+from jsreplay.testing import FakeCluster, client_config, leasing, run_client_scenario
 from jsreplay.testing.recording import SELECTOR, RecordedRun, record_scenario
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -64,7 +64,7 @@ async def test_real_client_replays_offline_twenty_times(recorded: RecordedRun) -
 def _call_driver_with_unrecorded_argument(endpoint: str, ca_pem: bytes) -> str:
     config = client_config(endpoint, "any-token", ca_pem, name="alice", timeout=20)
     # The same lease request as the recording (a different duration would itself be a miss).
-    with config.lease(selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
+    with leasing(config, selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
         power = root.children["power"]
         power.on()  # recorded: served
         try:

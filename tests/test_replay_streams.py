@@ -228,7 +228,7 @@ def _shell_without_methods(root: Any) -> dict[str, Any]:
         (
             "shell",
             _shell_without_methods,
-            {"chunks": [("one\n", "", None), ("", "two\n", None), ("three\n", "", 0.0)]},
+            {"chunks": [("one\n", "", None), ("", "two\n", None), ("three\n", "", None), ("", "", 0.0)]},
         ),
     ],
     ids=["opendal-no-upload", "opendal-no-read", "serial-no-echo", "serial-no-prompt", "composite-no-power", "shell"],

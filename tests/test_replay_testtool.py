@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 import jsreplay
 from jsreplay.replay import ReplayReport
 from jsreplay.replay.faults import FaultPlan, FaultSpecError, parse_cut, parse_delay, parse_fault, parse_plan
-from jsreplay.testing import client_config, run_client_scenario
+from jsreplay.testing import client_config, leasing, run_client_scenario
 from jsreplay.testing.recording import SELECTOR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def _power(endpoint: str, ca_pem: bytes, steps: Callable[[Any], object]) -> tupl
     config = client_config(endpoint, "any-token", ca_pem, name="alice", timeout=20)
     timings: dict[str, float] = {}
     try:
-        with config.lease(selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
+        with leasing(config, selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
             start = time.perf_counter()
             result = steps(root.children["power"])
             timings["steps"] = time.perf_counter() - start

@@ -28,7 +28,7 @@ from jumpstarter_driver_power.driver import MockPower
 from jsreplay.protocol.registry import Registry
 from jsreplay.record import recording
 from jsreplay.session.drivers import tree_paths
-from jsreplay.testing import DemoRoot, FakeCluster, client_config, run_client_scenario, run_exporter
+from jsreplay.testing import DemoRoot, FakeCluster, client_config, leasing, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, RecordedRun, record_scenario
 from jsreplay.verify import (
     CallReport,
@@ -72,7 +72,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRun]:
 
 def _log_stream_scenario(config: ClientConfigV1Alpha1) -> None:
     """LogStream open around the driver calls (cancelled by the client), then EndSession."""
-    with config.lease(selector=SELECTOR, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
+    with leasing(config, selector=SELECTOR, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
         with root.log_stream():
             root.children["power"].on()
             list(root.children["power"].read())

@@ -193,3 +193,24 @@ def test_report_folds_repeats() -> None:
     assert len(text.splitlines()) == 5, text
     assert "router stream extra (x30)" in text and "Listen x14" in text
     assert report.counts()["extra"] == 30 and report.counts()["controller_misses"] == 14
+
+
+def test_streamed_output_split_otherwise_is_the_same_answer() -> None:
+    # The shell driver polls its process: whether the exit code comes with the last line or after it races the
+    # process's exit, in a recording as live. Verify compares streamed output as diff does.
+    from jsreplay.verify.compare import _as_output
+
+    def out(*results: list[object]) -> list[dict[str, object]]:
+        return [{"uuid": "<driver:shell>", "result": list(r)} for r in results]
+
+    joined = out(["one\n", "", None], ["", "two\n", None], ["three\n", "", 0.0])
+    split = out(["one\n", "", None], ["", "two\n", None], ["three\n", "", None], ["", "", 0.0])
+    a, b = _as_output(joined, split)
+    assert a == b == joined
+    changed = out(["one\n", "", None], ["", "TWO\n", None], ["three\n", "", None], ["", "", 0.0])
+    a, b = _as_output(joined, changed)  # a real change, chunked otherwise: compared as joined output
+    assert a == out(["one\nthree\n", "two\n", 0.0]) and b == out(["one\nthree\n", "TWO\n", 0.0])
+    same_count = out(["one\n", "", None], ["", "TWO\n", None], ["three\n", "", 0.0])
+    assert _as_output(joined, same_count) == (joined, same_count)  # message by message, as recorded
+    readings = out([1.0, 2.0], [1.0, 2.0])  # values without text are separate values, never merged
+    assert _as_output(readings, readings[:1]) == (readings, readings[:1])

@@ -32,6 +32,7 @@ from jsreplay.testing.peers import (
     ScenarioResult,
     client_config,
     default_drivers,
+    leasing,
     run_client_scenario,
     run_exporter,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ScenarioResult",
     "client_config",
     "default_drivers",
+    "leasing",
     "run_client_scenario",
     "run_exporter",
 ]

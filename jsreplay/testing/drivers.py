@@ -7,7 +7,7 @@ driver's own client class. `run_steps` runs the steps with the real client (leas
 
 The trees are built fresh for every exporter run (a factory), and a scenario's steps are deterministic: the
 same requests, in the same order, with answers that do not depend on time (the shell command sleeps between
-its lines so that each line is its own streamed message).
+its lines, and after the last, so that each line is its own streamed message and the exit code one more).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from jumpstarter_driver_power.driver import MockPower
 from jumpstarter_driver_pyserial.driver import PySerial
 from jumpstarter_driver_shell.driver import Shell
 
-from jsreplay.testing.peers import ECHO_CHUNK, client_config, default_drivers
+from jsreplay.testing.peers import ECHO_CHUNK, client_config, default_drivers, leasing
 
 __all__ = [
     "ALLOWED_CLIENTS",
@@ -55,7 +55,10 @@ ALLOWED_CLIENTS: tuple[str, ...] = (
     "jumpstarter_driver_composite.*",
 )
 
-SHELL_SCRIPT = "echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three"
+# The last line is followed by a pause too: the shell driver polls its process every 0.1 s, and a process that exits
+# right after printing makes the exit code come with that line or in a message of its own as the poll races the
+# exit. With the pause every run streams four messages, the exit code in the last one alone.
+SHELL_SCRIPT = "echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three; sleep 0.4"
 FILE_CONTENT = b"".join(i.to_bytes(2, "big") for i in range(8192))  # 16 KiB, not periodic in small chunks
 SERIAL_MESSAGE = b"hello over loop://\n"
 SERIAL_BOOT = b"booting...\nbuildroot login: "  # what the console `expect`s a prompt in (loop:// echoes it)
@@ -189,7 +192,7 @@ async def run_steps(
 
     def blocking() -> Any:
         started = time.perf_counter()
-        with config.lease(selector=selector, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
+        with leasing(config, selector=selector, duration=timedelta(minutes=5)) as lease, lease.connect() as root:
             result = steps(root)
         return {"result": result, "elapsed": time.perf_counter() - started}
 

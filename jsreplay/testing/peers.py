@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -27,6 +27,8 @@ from typing import Any
 
 import anyio
 import grpc
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from jumpstarter.client import Lease
 from jumpstarter.common import ExporterStatus
 from jumpstarter.common.grpc import aio_secure_channel, ssl_channel_credentials
 from jumpstarter.config.client import (
@@ -48,6 +50,7 @@ __all__ = [
     "RunningExporter",
     "ScenarioResult",
     "default_drivers",
+    "leasing",
     "run_client_scenario",
     "run_exporter",
 ]
@@ -72,6 +75,48 @@ def default_drivers() -> Driver:
     """The demo exporter's device tree: `power` (MockPower) and `echo` (EchoNetwork, a byte-stream echo)."""
     # The generated servicer stubs declare every ExporterService method abstract; drivers don't need them.
     return DemoRoot(children={"power": MockPower(), "echo": EchoNetwork()})  # type: ignore[abstract]
+
+
+@contextmanager
+def leasing(
+    config: ClientConfigV1Alpha1,
+    *,
+    selector: str | None = None,
+    duration: timedelta = timedelta(minutes=10),
+    lease_name: str | None = None,
+) -> Iterator[Lease]:
+    """`config.lease(...)`, except that the lease's controller channel is closed before its event loop ends.
+
+    jumpstarter 0.9.0's `lease()` never closes that channel: it outlives the client's event-loop thread, and a
+    completion gRPC delivers for it afterwards goes to a closed loop (`RuntimeError: Event loop is closed` from
+    grpc's completion queue, raised in whichever loop runs it: a test's). Closing it on its own loop, after the
+    lease is released, waits for every call on it to end first.
+    """
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(
+            _lease_closing_channel(config, selector, duration, lease_name, portal)
+        ) as lease,
+    ):
+        yield lease
+
+
+@asynccontextmanager
+async def _lease_closing_channel(
+    config: ClientConfigV1Alpha1,
+    selector: str | None,
+    duration: timedelta,
+    lease_name: str | None,
+    portal: BlockingPortal,
+) -> AsyncIterator[Lease]:
+    lease: Lease | None = None
+    try:
+        async with config.lease_async(selector, None, lease_name, duration, portal) as lease:
+            yield lease
+    finally:
+        if lease is not None:
+            with anyio.CancelScope(shield=True):
+                await lease.channel.close()
 
 
 def _tls_config(ca_pem: bytes | None, insecure: bool) -> TLSConfigV1Alpha1:
@@ -264,7 +309,7 @@ def _scenario(config: ClientConfigV1Alpha1, selector: str, duration: timedelta, 
         steps[label] = now - mark
         mark = now
 
-    with config.lease(selector=selector, duration=duration) as lease:
+    with leasing(config, selector=selector, duration=duration) as lease:
         step("lease")
         with lease.connect() as root:
             step("connect")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jsreplay.inspect.canon import UnitBuilder
+from jsreplay.inspect.canon import UnitBuilder, fold_stream, stream_kind
 from jsreplay.inspect.diff import value_diffs
 from jsreplay.inspect.ignores import Normalizer
 from jsreplay.inspect.view import CallEnd, EndKind, ViewCall, ViewMessage, decode_message
@@ -122,6 +122,20 @@ def _missing_reason(recorded: InnerCall, live: LiveCall) -> str | None:
     return None
 
 
+def _as_output(a: list[Any], b: list[Any]) -> tuple[list[Any], list[Any]]:
+    """A StreamingDriverCall's responses as `jsreplay diff` compares them: streamed output split into messages
+    otherwise is the same output (the shell driver sends its exit code with the last line or after it, as its poll
+    and the process's exit race), and output split into a different number of messages is compared joined."""
+    if a == b:
+        return a, b
+    joined_a, joined_b = [p.value for p in fold_stream(a)], [p.value for p in fold_stream(b)]
+    if joined_a == joined_b:
+        return a, a
+    if len(a) != len(b):
+        return joined_a, joined_b
+    return a, b
+
+
 def compare_call(
     registry: Registry,
     recorded: InnerCall,
@@ -135,13 +149,16 @@ def compare_call(
     reason = _missing_reason(recorded, live)
     if reason is not None:
         return CallReport(path=path, method=method, verdict=Verdict.MISSING, reason=reason)
-    old = _body(UnitBuilder(recorded_normalizer), recorded_view(registry, recorded))
+    recorded_call = recorded_view(registry, recorded)
+    old = _body(UnitBuilder(recorded_normalizer), recorded_call)
     new = _body(UnitBuilder(live_normalizer), live_view(registry, live))
     if recorded.code is None and recorded.reset is not None and recorded.reset_by_client:
         # How many messages a stream got before its client cancelled it is a race (a LogStream's poll):
         # compare the ones both runs got.
         n = min(len(old.get("responses", [])), len(new.get("responses", [])))
         old["responses"], new["responses"] = old.get("responses", [])[:n], new.get("responses", [])[:n]
+    if stream_kind(recorded_call, "responses") == "output":
+        old["responses"], new["responses"] = _as_output(old.get("responses", []), new.get("responses", []))
     differences = [
         FieldDifference(kind=d.kind.value, path=d.path, recorded=d.old, live=d.new) for d in value_diffs(old, new, path)
     ]
