@@ -467,3 +467,23 @@ def test_report_json_and_text() -> None:
     assert "missing   RouterService/Stream[0] > ExporterService/GetStatus[0]  (no answer)" in text
     assert "ControllerService/Register (answered with s.msgpack#1): differs at labels" in text
     assert text.rstrip().endswith("1 unexpected controller calls of 0)")
+
+
+async def test_a_cassette_without_tunnels_says_only_controller_calls_were_compared(
+    recorded: RecordedRun, tmp_path: Path
+) -> None:
+    from jsreplay.cassette.format import read_cassette, write_cassette
+    from jsreplay.cassette.model import CallStart, Cassette
+    from jsreplay.protocol.wire import ROUTER_STREAM
+
+    whole = read_cassette(recorded.cassette)
+    router_calls = {e.call_id for e in whole.events if isinstance(e, CallStart) and e.method == ROUTER_STREAM}
+    assert router_calls
+    cut = tmp_path / "no-tunnels.msgpack"
+    kept = tuple(e for e in whole.events if e.call_id not in router_calls)
+    write_cassette(cut, Cassette(header=whole.header, events=kept), redactor=None)
+    report = await verify_with(cut)
+    assert not report.calls  # no driver was called: nothing inside a tunnel to compare
+    assert any("only the exporter's controller calls were compared" in n for n in report.notes), report.notes
+    full = await verify_with(recorded.cassette)
+    assert not any("only the exporter's controller calls" in n for n in full.notes)

@@ -492,6 +492,12 @@ class VerifyHandler(grpc.GenericRpcHandler):
         if self.uuids.unmatched:
             unmatched = ", ".join(sorted(set(self.uuids.unmatched)))
             report.notes.append(f"recorded drivers with no live driver at the same place: {unmatched}")
+        if not any(t.kind is TunnelKind.SESSION for t in self.plan.tunnels.values()):
+            # SAME then speaks of the controller calls alone: say so, rather than let it read as the whole session.
+            report.notes.append(
+                "the cassette holds no tunnel with inner calls: only the exporter's controller calls were compared "
+                "(no driver was called)"
+            )
         report.notes.extend(dict.fromkeys(self.notes))
         return report
 
