@@ -109,12 +109,14 @@ def field_of_missing_type() -> bytes:
     return file_set(f)
 
 
-def import_chain(n: int) -> bytes:
+def import_chain(n: int, types_per_file: int = 1) -> bytes:
     """n files, each importing the one before and using its message; listed last first (the worst order)."""
     files = []
     for i in range(n):
         f = dpb.FileDescriptorProto(name=f"f{i}.proto", package="p")
         m = f.message_type.add(name=f"M{i}")
+        for j in range(1, types_per_file):
+            f.message_type.add(name=f"M{i}x{j}")
         if i:
             f.dependency.append(f"f{i - 1}.proto")
             m.field.add(name="prev", number=1, type=dpb.FieldDescriptorProto.TYPE_MESSAGE, label=1,
@@ -203,7 +205,11 @@ def test_the_default_schema_and_an_empty_one_still_load(tmp_path: Path) -> None:
         assert reader.header.descriptor_set == default.descriptor_set
 
 
-def test_import_chain_loads_in_linear_time() -> None:
+def test_import_chain_loads_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loader must stay linear whatever the limits are set to: raised here past the chain's size.
+    monkeypatch.setattr(reg, "MAX_DESCRIPTOR_FILES", 10_000)
+    monkeypatch.setattr(reg, "MAX_SCHEMA_TYPES", 10_000)
+
     def seconds(n: int) -> float:
         data = import_chain(n)
         gc.collect()
@@ -311,3 +317,10 @@ def test_byte_flips_of_a_real_cassette_only_raise_cassette_errors(
             read_cassette(path)
     except (CassetteError, TruncatedCassetteWarning):
         pass
+
+
+def test_a_schema_of_too_many_types_is_refused_before_it_is_loaded() -> None:
+    """Each type costs a descriptor and a message class (KBs from a few bytes): the count bounds the memory."""
+    with pytest.raises(ProtocolError, match="more than 2048 message and enum types"):
+        Registry(import_chain(1000, types_per_file=3))
+    Registry(import_chain(600, types_per_file=3))

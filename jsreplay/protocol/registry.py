@@ -49,8 +49,11 @@ class DescriptorSetError(ProtocolError):
 # Bounds on a schema, all far above real ones (jsreplay's own: 13 kB, 10 files, types nested 2 deep). A cassette
 # header is data like any other: these keep loading a hostile one short and its memory small.
 MAX_DESCRIPTOR_SET_BYTES = 16 << 20
-MAX_DESCRIPTOR_FILES = 16_384
+MAX_DESCRIPTOR_FILES = 1_024  # each costs the pool about 1 KB; Jumpstarter's schema has a dozen
 MAX_TYPE_NESTING = 32  # message types declared inside message types
+# Message and enum types in all: each becomes a descriptor and a message class of about 6 KB, so with the file
+# limit this bounds what any schema costs in memory to about 13 MB; Jumpstarter's own has under two hundred.
+MAX_SCHEMA_TYPES = 2_048
 
 
 class StreamKind(enum.Enum):
@@ -127,6 +130,9 @@ class Registry:
             raise DescriptorSetError(f"not a serialized FileDescriptorSet: {err}") from None
         if len(fds.file) > MAX_DESCRIPTOR_FILES:
             raise DescriptorSetError(f"the schema has more than {MAX_DESCRIPTOR_FILES} files ({len(fds.file)})")
+        types = _count_types(fds.file)
+        if types > MAX_SCHEMA_TYPES:
+            raise DescriptorSetError(f"the schema has more than {MAX_SCHEMA_TYPES} message and enum types ({types})")
         self._pool = descriptor_pool.DescriptorPool()
         order = _import_order(fds.file)
         for file in order:
@@ -269,6 +275,18 @@ def _import_order(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> list[d
 def _names(names: list[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(repr(n) for n in names[:shown]) + more
+
+
+def _count_types(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> int:
+    count = 0
+    for file in files:
+        stack = list(file.message_type)
+        count += len(file.enum_type)
+        while stack:
+            message = stack.pop()
+            count += 1 + len(message.enum_type)
+            stack.extend(message.nested_type)
+    return count
 
 
 def _check_nesting(file: descriptor_pb2.FileDescriptorProto) -> None:
