@@ -20,6 +20,7 @@ from jsreplay.cassette.format import CassetteReader, read_cassette
 from jsreplay.cassette.model import CallStart, Role, metadata_get
 from jsreplay.testing import FakeCluster, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, record_scenario
+from jsreplay.testing.stopping import recorder_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -120,26 +121,8 @@ async def test_no_redact_keeps_tokens_and_says_so(tmp_path: Path) -> None:
 
 
 def _start_recorder(upstream: str, ca_file: Path, cassette: Path) -> tuple[subprocess.Popen[str], str, Path]:
+    process = recorder_process(upstream, ca_file, cassette)
     ca_out = cassette.with_suffix(".ca.pem")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jsreplay",
-            "record",
-            "--upstream",
-            upstream,
-            "--upstream-ca",
-            str(ca_file),
-            "--cassette",
-            str(cassette),
-            "--ca-out",
-            str(ca_out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     assert process.stdout is not None
     line = process.stdout.readline()
     match = re.search(r"listening on (\S+) ", line)

@@ -101,7 +101,8 @@ class StopTrial:
         return not self.problems
 
 
-def _recorder(upstream: str, ca_file: Path, cassette: Path, *extra: str) -> subprocess.Popen[str]:
+def recorder_process(upstream: str, ca_file: Path, cassette: Path, *extra: str) -> subprocess.Popen[str]:
+    """`jsreplay record` in a process of its own, its CA written beside the cassette (`.ca.pem`)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -199,7 +200,7 @@ async def stop_mid_session(
         ca_file = workdir / "cluster-ca.pem"
         ca_file.write_bytes(cluster.ca_pem)
         try:
-            process = _recorder(cluster.controller_endpoint, ca_file, cassette)
+            process = recorder_process(cluster.controller_endpoint, ca_file, cassette)
             line = await _readline(process.stdout, 30)
             match = re.search(r"listening on (\S+) ", line)
             if not match:
