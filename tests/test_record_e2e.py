@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ from jsreplay.cassette.format import CassetteReader, read_cassette
 from jsreplay.cassette.model import CallStart, Role, metadata_get
 from jsreplay.testing import FakeCluster, run_client_scenario, run_exporter
 from jsreplay.testing.recording import LABELS, SELECTOR, record_scenario
-from jsreplay.testing.stopping import recorder_process
+from jsreplay.testing.stopping import EXPORTER_SCRIPT, peer_process, recorder_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -140,20 +139,6 @@ from jsreplay.testing.recording import SELECTOR
 endpoint, token, ca_file, name = sys.argv[1:5]
 asyncio.run(run_client_scenario(endpoint, token, Path(ca_file).read_bytes(), name=name, selector=SELECTOR))
 """
-EXPORTER_SCRIPT = """
-import asyncio, sys
-from pathlib import Path
-from jsreplay.testing import run_exporter
-endpoint, token, ca_file, name = sys.argv[1:5]
-async def main():
-    async with run_exporter(endpoint, token, Path(ca_file).read_bytes(), name):
-        await asyncio.sleep(120)
-asyncio.run(main())
-"""
-
-
-def _peer(script: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.timeout(150)
@@ -167,9 +152,9 @@ async def test_sigkill_mid_scenario_keeps_every_event_but_the_one_in_flight(tmp_
         try:
             exporter = cluster.new_exporter("exporter-1", LABELS)
             client = cluster.new_client("alice")
-            peers.append(_peer(EXPORTER_SCRIPT, endpoint, exporter.token, str(ca_out), exporter.name))
+            peers.append(peer_process(EXPORTER_SCRIPT, endpoint, exporter.token, str(ca_out), exporter.name))
             await cluster.wait_exporter_available(exporter.name, timeout=30)
-            peers.append(_peer(CLIENT_SCRIPT, endpoint, client.token, str(ca_out), client.name))
+            peers.append(peer_process(CLIENT_SCRIPT, endpoint, client.token, str(ca_out), client.name))
             # Kill while the session is running: once the tunnel exists and bytes are flowing.
             await cluster.wait_for(lambda: cluster.call_counts()[ROUTER_STREAM] >= 2, timeout=30, what="router streams")
             served = Counter(cluster.call_counts())

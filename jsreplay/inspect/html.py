@@ -28,7 +28,7 @@ from typing import Any
 
 from jsreplay.inspect.show import _JsonRender, call_to_json, dump_json, header_summary
 from jsreplay.inspect.values import bytes_to_json
-from jsreplay.inspect.view import CallEnd, CassetteView, EndKind, ViewCall
+from jsreplay.inspect.view import CassetteView, ViewCall
 from jsreplay.protocol.wire import ROUTER_STREAM
 
 #: Bytes kept of a byte string inside a decoded message, and of each direction of a byte stream.
@@ -81,22 +81,9 @@ def _summary(call: ViewCall) -> list[Any]:
         call.caller,
         call.short_method,
         call.end.status,
-        _end_label(call.end),
+        call.end.label(brief=True),
         len(call.inner) if call.inner is not None else None,
     ]
-
-
-def _end_label(end: CallEnd) -> str:
-    """How the call ended, as the page's rows say it (page.js's endLabel for inner calls)."""
-    if end.kind is EndKind.STATUS:
-        return f"{end.status}: {end.details}" if end.details else str(end.status)
-    if end.kind is EndKind.CANCEL:
-        return f"cancelled by {end.by}"
-    if end.kind is EndKind.RESET:
-        return f"reset by {end.by}"
-    if end.kind is EndKind.CLOSED:
-        return "closed with its connection"
-    return "no end recorded"
 
 
 def _script_json(value: Any) -> str:

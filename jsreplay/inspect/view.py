@@ -69,15 +69,17 @@ class CallEnd:
     by: str | None = None  # CANCEL: "client", "upstream", "proxy"; RESET: "client" or "exporter"
     t_ns: int | None = None
 
-    def label(self) -> str:
+    def label(self, *, brief: bool = False) -> str:
+        """How the call ended, in words; `brief` leaves out a cancel's deadline and a reset's code (the HTML page's
+        rows, which say it as page.js does for inner calls)."""
         if self.kind is EndKind.STATUS:
             assert self.status is not None
             return f"{self.status}: {self.details}" if self.details else self.status
         if self.kind is EndKind.CANCEL:
-            deadline = " (deadline)" if self.status == "DEADLINE_EXCEEDED" else ""
+            deadline = " (deadline)" if self.status == "DEADLINE_EXCEEDED" and not brief else ""
             return f"cancelled by {self.by}{deadline}"
         if self.kind is EndKind.RESET:
-            return f"reset by {self.by} ({self.details}, {self.status})"
+            return f"reset by {self.by}" if brief else f"reset by {self.by} ({self.details}, {self.status})"
         if self.kind is EndKind.CLOSED:
             return "closed with its connection"
         return "no end recorded"

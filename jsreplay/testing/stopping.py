@@ -125,7 +125,8 @@ def recorder_process(upstream: str, ca_file: Path, cassette: Path, *extra: str) 
     )
 
 
-def _peer(script: str, *args: str) -> subprocess.Popen[bytes]:
+def peer_process(script: str, *args: str) -> subprocess.Popen[bytes]:
+    """A real peer in a process of its own, running `script` (e.g. EXPORTER_SCRIPT) with `args`."""
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -208,10 +209,12 @@ async def stop_mid_session(
                 raise RuntimeError(f"recorder did not start: {line!r} {process.communicate(timeout=10)[1]}")
             endpoint, ca_out = match.group(1), str(cassette.with_suffix(".ca.pem"))
             exporter = cluster.new_exporter("exporter-1", LABELS)
-            peers.append(_peer(EXPORTER_SCRIPT, endpoint, exporter.token, ca_out, exporter.name))
+            peers.append(peer_process(EXPORTER_SCRIPT, endpoint, exporter.token, ca_out, exporter.name))
             if with_client:
                 client = cluster.new_client("alice")
-                peers.append(_peer(CLIENT_HOLDING_SCRIPT, endpoint, client.token, ca_out, client.name, str(ready)))
+                peers.append(
+                    peer_process(CLIENT_HOLDING_SCRIPT, endpoint, client.token, ca_out, client.name, str(ready))
+                )
                 await _wait_file(ready, max(1.0, deadline - time.monotonic()), peers[-1])
             else:
                 # The exporter's Status stream is open once it is available (Listen only comes with a lease).
