@@ -28,11 +28,13 @@ from jumpstarter_protocol.jumpstarter.v1 import router_pb2
 
 import jsreplay
 from jsreplay.cassette.format import MAGIC, CassetteReader, read_cassette
+from jsreplay.cassette.model import ClientMessage, ServerMessage
 from jsreplay.cli.replay import exit_code
 from jsreplay.replay import ReplayReport
 from jsreplay.testing import client_config, leasing
 from jsreplay.testing.peers import ECHO_PAYLOAD, _scenario
 from jsreplay.testing.recording import SELECTOR
+from jsreplay.tunnel import DecoderConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -281,6 +283,49 @@ async def test_the_mock_exporter_refuses_a_second_local_connection() -> None:
         report = server.report
     assert outcome == "UNAVAILABLE"  # could not connect at all
     assert report.missed == [] and report.errors == []
+
+
+def _power_on_after(change: Callable[[], None], endpoint: str, ca_pem: bytes) -> str:
+    config = client_config(endpoint, "t", ca_pem, name="alice", timeout=20)
+    with leasing(config, selector=SELECTOR, duration=timedelta(minutes=10)) as lease, lease.connect() as root:
+        change()  # the tunnel was decoded when the client connected (GetReport)
+        try:
+            root.children["power"].on()
+        except Exception as err:  # the client's own exception, carrying the status
+            return f"{type(err).__name__}: {err}"
+        return "answered"
+
+
+@pytest.mark.timeout(90)
+async def test_a_tunnel_record_changed_while_served_gives_data_loss(tmp_path: Path) -> None:
+    # Inner messages located in the file are read when sent: one whose record is no longer the tunnel's (here: the
+    # same record, of another call) must give DATA_LOSS naming the file and the record's offset, and be an error.
+    cassette = tmp_path / "changing.msgpack"
+    shutil.copyfile(SAMPLE, cassette)
+    async with jsreplay.replaying(cassette, decoder=DecoderConfig(locate_over=0)) as server:
+        assert server.ca_pem is not None
+        [tunnel] = [t for t in server.library.tunnels.values() if t.carries_calls]
+        data = bytearray(cassette.read_bytes())
+        for offset, length, event in tunnel.records():
+            if isinstance(event, ClientMessage | ServerMessage):
+                record = msgpack.unpackb(data[offset : offset + length], raw=False)
+                record[1] += 1
+                data[offset : offset + length] = msgpack.packb(record, use_bin_type=True)
+        assert len(data) == cassette.stat().st_size
+        with anyio.fail_after(60):
+            outcome = await anyio.to_thread.run_sync(
+                _power_on_after,
+                lambda: cassette.write_bytes(bytes(data)),
+                server.endpoint,
+                server.ca_pem,
+                abandon_on_cancel=True,
+            )
+        report = server.report
+    assert outcome != "answered"
+    [error] = [e for e in report.errors if e.method.endswith("/DriverCall")]
+    assert "cannot serve /jumpstarter.v1.ExporterService/DriverCall inside the tunnel" in error.reason
+    assert str(cassette) in error.reason and "byte" in error.reason, error.reason
+    assert "the file changed since loading" in error.reason, error.reason
 
 
 CUT_CLIENT = """

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from jsreplay.cassette import migrations
@@ -28,11 +30,21 @@ from jsreplay.cassette.model import (
     metadata_get,
 )
 from jsreplay.protocol.registry import Registry
-from jsreplay.protocol.wire import ROUTER_STREAM
-from jsreplay.replay.library import SIDE_PREFIX_BYTES, Tunnel, load_library
-from jsreplay.replay.script import RecordedResponses, Script, ScriptedResponse, script_from_call, script_from_inner
+from jsreplay.protocol.wire import GET_REPORT, ROUTER_STREAM, RouterFrameType
+from jsreplay.replay.library import SIDE_PREFIX_BYTES, Library, Tunnel, load_library
+from jsreplay.replay.records import TunnelBytes
+from jsreplay.replay.script import (
+    InnerMessages,
+    InnerResponses,
+    RecordedResponses,
+    Script,
+    ScriptedResponse,
+    script_from_call,
+    script_from_inner,
+)
 from jsreplay.replay.server import CausalIndex
-from jsreplay.session.tunnels import decode_router_call, tunnel_side
+from jsreplay.session.tunnels import decode_router_call, decode_router_records, tunnel_side
+from jsreplay.tunnel import DecoderConfig
 
 RECORDED = Path(__file__).resolve().parent.parent / "cassettes" / "power-echo.msgpack"
 
@@ -260,4 +272,75 @@ def test_causes_found_at_send_time_are_the_latest_call_of_each_other_peer() -> N
             assert sorted(index.of(script, seq)) == sorted(expected)
             found += bool(expected)
     assert found  # the recording has responses that waited for the other peer
+    library.close()
+
+
+EVERY_MESSAGE_LOCATED = DecoderConfig(locate_over=0)
+
+
+def _carrier(library: Library) -> Tunnel:
+    return next(t for t in library.tunnels.values() if t.carries_calls)
+
+
+def test_a_tunnel_with_every_message_located_serves_what_a_full_decode_holds() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedCassetteWarning)
+        cassette = read_cassette(RECORDED)
+        library = load_library([RECORDED], decoder=EVERY_MESSAGE_LOCATED)
+    registry = Registry.for_descriptor_set(cassette.header.descriptor_set)
+    tunnel = _carrier(library)
+    full = next(c for c in cassette.calls() if f"{RECORDED.name}#{c.call_id}" == tunnel.stream.key)
+    decoded = decode_router_call(full, registry)
+    expected = [script_from_inner(c, tunnel.stream.key) for c in decoded.calls if c.method]
+    assert [_script_view(s) for s in tunnel.inner] == [_script_view(s) for s in expected]
+    # Every message is read back from the file but the first request of a call that matching compares.
+    for script in tunnel.inner:
+        assert isinstance(script.responses, InnerResponses) or not script.responses
+        if isinstance(script.requests, InnerMessages):
+            assert script.requests.located(0) == (script.method == ROUTER_STREAM)
+    assert any(isinstance(s.requests, InnerMessages) and s.method == ROUTER_STREAM for s in tunnel.inner)
+
+    # Record by record: each message's spans lead, through its direction's index, to the bytes decoded in full.
+    located = decode_router_records(tunnel.records(), tunnel.side, registry, EVERY_MESSAGE_LOCATED)
+    read = TunnelBytes(tunnel.file, registry, tunnel.call_id, located).read
+    assert located.error == decoded.error
+    for want, got in zip(decoded.calls, located.calls, strict=True):
+        assert [read(True, m.spans) for m in got.request_messages if m.spans] == [
+            m.data for m in want.request_messages if len(m.data)
+        ]
+        assert [read(False, m.spans) for m in got.response_messages if m.spans] == [
+            m.data for m in want.response_messages if len(m.data)
+        ]
+    data = int(RouterFrameType.DATA)
+    assert located.client_bytes.size == sum(len(f.payload) for f in decoded.frames_out if f.frame_type == data)
+    assert located.exporter_bytes.size == sum(len(f.payload) for f in decoded.frames_in if f.frame_type == data)
+    library.close()
+
+
+def test_a_located_message_whose_record_changed_is_a_corrupt_cassette(tmp_path: Path) -> None:
+    path = tmp_path / "c.msgpack"
+    shutil.copyfile(RECORDED, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedCassetteWarning)
+        library = load_library([path], decoder=EVERY_MESSAGE_LOCATED)
+    tunnel = _carrier(library)
+    report = next(s for s in tunnel.inner if s.method == GET_REPORT)
+    registry = tunnel.registry
+    # Where the GetReport response's first bytes are: the record of an exporter -> client DATA frame.
+    located = decode_router_records(tunnel.records(), tunnel.side, registry, EVERY_MESSAGE_LOCATED)
+    spans = next(c for c in located.calls if c.method == GET_REPORT).response_messages[0].spans
+    frame, _, _ = next(located.exporter_bytes.pieces(spans[0], spans[1]))
+    offset, length = located.exporter_bytes.record(frame)
+    # The same record, but of another call (the same length, so the file reads as before around it).
+    record = msgpack.unpackb(path.read_bytes()[offset : offset + length], raw=False)
+    record[1] += 1
+    changed = msgpack.packb(record, use_bin_type=True)
+    assert len(changed) == length
+    data = bytearray(path.read_bytes())
+    data[offset : offset + length] = changed
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCassetteError) as failed:
+        report.responses[0]
+    assert failed.value.offset == offset and str(path) in str(failed.value)
+    assert "the file changed since loading" in str(failed.value)
     library.close()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
+import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ import pytest
 
 import jsreplay
 from jsreplay.replay import ReplayReport
+from jsreplay.replay.library import load_library
+from jsreplay.replay.script import InnerMessages, InnerResponses
 from jsreplay.replay.streams import ByteCheck, Elided
 from jsreplay.session.streams import StreamIdentity, driver_paths, resource_handle, stream_identity
 from jsreplay.testing.drivers import (
@@ -25,9 +30,11 @@ from jsreplay.testing.drivers import (
     SCENARIOS,
     SERIAL_BOOT,
     SERIAL_MESSAGE,
+    opendal_drivers,
     run_steps,
 )
 from jsreplay.testing.recording import SELECTOR, RecordedRun, record_scenario
+from jsreplay.tunnel import DecoderConfig
 
 # ---------------------------------------------------------------------------------------------------- units
 
@@ -331,3 +338,48 @@ async def test_a_stream_never_recorded_names_its_identity_and_the_nearest(
     reasons = " | ".join(m.reason for m in report.missed)
     assert "no recording of byte stream driver board/power.connect" in reasons, reasons
     assert "nearest: driver board/console/echo.connect" in reasons, reasons
+
+
+# ---------------------------------------------------------------------------------------------------- big streams
+
+IMAGE = random.Random(12).randbytes(3 << 20)  # an image of a few MiB: 48 messages of 64 KiB each way
+
+
+def _image_steps(where: Path) -> Callable[[Any], Any]:
+    """Upload IMAGE from a file and download it into another, as a flashing driver's client does."""
+
+    def steps(root: Any) -> dict[str, Any]:
+        storage = root.children["storage"]
+        source, back = where / "image.bin", where / f"back-{uuid.uuid4().hex}.bin"
+        source.write_bytes(IMAGE)
+        storage.write_from_path("image.bin", str(source))
+        storage.read_into_path("image.bin", str(back))
+        data = back.read_bytes()
+        back.unlink()
+        return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    return steps
+
+
+@pytest.mark.anyio
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_a_download_of_megabytes_is_served_from_the_file_byte_for_byte(tmp_path: Path) -> None:
+    # Every inner message over 64 bytes stays in the cassette and is read back when sent (or, for the upload,
+    # when the check reaches it): the download's replies, the upload's chunks, the driver calls' answers.
+    cassette = tmp_path / "image.msgpack"
+    steps = _image_steps(tmp_path)
+    run = await record_scenario(cassette, drivers=opendal_drivers, client_side=partial(run_steps, steps=steps))
+    expected = {"size": len(IMAGE), "sha256": hashlib.sha256(IMAGE).hexdigest()}
+    assert run.result["result"] == expected
+    located = DecoderConfig(locate_over=64)
+    tunnel = next(t for t in load_library([cassette], decoder=located).tunnels.values() if t.carries_calls)
+    streams = [s for s in tunnel.inner if s.method.endswith("RouterService/Stream")]
+    assert any(isinstance(s.responses, InnerResponses) and len(s.responses) > 40 for s in streams)
+    assert any(isinstance(s.requests, InnerMessages) and len(s.requests) > 40 for s in streams)
+    tunnel.file.close()
+    for _ in range(2):
+        result, error, report = await replay_steps(cassette, steps, decoder=located)
+        assert error is None, error
+        assert result == expected
+        assert report.missed == [] and report.errors == []

@@ -23,11 +23,14 @@ def tunnel_driver_paths(scripts: Iterable[Script], registry: Registry) -> dict[s
     return {}
 
 
+_DRIVER_CALLS = ("/DriverCall", "/StreamingDriverCall")
+
+
 def driver_call(
     registry: Registry, method: str, request: bytes | None, paths: Mapping[str, str]
 ) -> tuple[str, str] | None:
     """(driver path, driver method) of a DriverCall or StreamingDriverCall request; None for other calls."""
-    if request is None or not method.endswith(("/DriverCall", "/StreamingDriverCall")):
+    if request is None or not method.endswith(_DRIVER_CALLS):
         return None
     try:
         decoded = registry.decode_request(method, request)
@@ -45,3 +48,11 @@ def driver_call_name(call: tuple[str, str] | None) -> str | None:
         return None
     path, name = call
     return f"{path}.{name}" if path else name
+
+
+def recorded_driver_call(registry: Registry, script: Script, paths: Mapping[str, str]) -> tuple[str, str] | None:
+    """`driver_call` of a recorded inner call; its first request is looked at only if it is a driver call (a byte
+    stream's may be in the cassette only)."""
+    if not script.method.endswith(_DRIVER_CALLS) or not script.requests:
+        return None
+    return driver_call(registry, script.method, script.requests[0], paths)

@@ -29,7 +29,7 @@ from jsreplay.cassette.errors import CassetteError
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
 from jsreplay.protocol.wire import ROUTER_STREAM
-from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
+from jsreplay.replay.drivers import driver_call, driver_call_name, recorded_driver_call, tunnel_driver_paths
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.script import Script
@@ -95,19 +95,19 @@ class MockExporter(grpc.GenericRpcHandler):
         kind = self._registry.kind_of(method)
 
         async def handler(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
+            try:
+                return await serve(request, context)
+            except CassetteError as err:  # the tunnel's frames, and its big messages, are read when needed
+                reason = f"jsreplay: cannot serve {method} inside the tunnel: {err}"
+                self._on_error(method, reason)
+                await context.abort(grpc.StatusCode.DATA_LOSS, reason)
+                return None
+
+        async def serve(request: object, context: grpc.aio.ServicerContext) -> bytes | None:
             first = request if isinstance(request, bytes) else None
             if not self._resolved:
-                try:
-                    scripts = self._scripts()
-                except CassetteError as err:  # the tunnel's frames are read on first use
-                    reason = f"jsreplay: cannot serve {method} inside the tunnel: {err}"
-                    self._on_error(method, reason)
-                    await context.abort(grpc.StatusCode.DATA_LOSS, reason)
-                    return None
-                self._resolved = True
-                self.matcher.add(scripts)
-                self.driver_paths = tunnel_driver_paths(scripts, self._registry)
-                self.streams = StreamBook(
+                scripts = self._scripts()
+                streams = StreamBook(
                     scripts,
                     self._registry,
                     check=self._mode is not MatchMode.ORDER,
@@ -116,6 +116,11 @@ class MockExporter(grpc.GenericRpcHandler):
                     on_used=self.matcher.note_used,
                     unfinished_timeout=self._unfinished_timeout,
                 )
+                driver_paths = tunnel_driver_paths(scripts, self._registry)
+                self._resolved = True  # only now: what raised above (a CassetteError) is raised again next call
+                self.matcher.add(scripts)
+                self.driver_paths = driver_paths
+                self.streams = streams
             assert self.streams is not None
             if self._inject is not None:
                 name = driver_call_name(driver_call(self._registry, method, first, self.driver_paths))
@@ -163,8 +168,7 @@ class MockExporter(grpc.GenericRpcHandler):
 
     def driver_call_of(self, script: Script) -> str | None:
         """ "power.on" for a recorded driver call of this tunnel."""
-        first = script.requests[0] if script.requests else None
-        return driver_call_name(driver_call(self._registry, script.method, first, self.driver_paths))
+        return driver_call_name(recorded_driver_call(self._registry, script, self.driver_paths))
 
     @property
     def address(self) -> str:

@@ -4,16 +4,21 @@ A `Script` is a recorded call reduced to what a server must do to play it back: 
 for each response, how many requests must have arrived before it may be sent (the causal order within the call),
 then the status. Serving a script is the same code for controller calls and for the mock exporter.
 
-Scripts of inner calls hold their messages. Scripts the replay library builds for a cassette's outer calls hold
-their requests (matching compares them) but only where each response is in the cassette (`RecordedResponses`):
-a response is read from the file when it is sent, so a big cassette's index does not hold every reply.
+Scripts the replay library builds for a cassette's outer calls hold their requests (matching compares them) but
+only where each response is in the cassette (`RecordedResponses`): a response is read from the file when it is
+sent, so a big cassette's index does not hold every reply. Scripts of inner calls hold their small messages; a big
+one (located by the tunnel decoder) is read back from the tunnel's records when indexed (`InnerMessages`,
+`InnerResponses`), so a tunnel carrying a flash image is served without holding the image.
 """
 
 from __future__ import annotations
 
+import bisect
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, overload
 
 from jsreplay.cassette.errors import CorruptCassetteError
@@ -25,9 +30,10 @@ from jsreplay.cassette.model import (
     ServerHeaders,
     ServerMessage,
 )
+from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.records import RecordFile
-from jsreplay.tunnel.calls import InnerCall
-from jsreplay.tunnel.events import application_metadata
+from jsreplay.tunnel.calls import InnerCall, InnerMessage
+from jsreplay.tunnel.events import Spans, application_metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,119 @@ class RecordedResponses(Sequence[ScriptedResponse]):
 
     def __repr__(self) -> str:
         return f"RecordedResponses({len(self)} in {self._file.path.name})"
+
+    def positions(self) -> tuple[Sequence[int], Sequence[int]]:
+        """Each response's (after_requests, seq), read from the rows (no record is read)."""
+        rows = [RESPONSE_ROW.unpack_from(self._rows, i * RESPONSE_ROW.size) for i in range(len(self))]
+        return [row[4] for row in rows], [row[2] for row in rows]
+
+
+#: Reads a located message's bytes back, given its spans (`InnerMessages`).
+SpanReader = Callable[[Spans], bytes]
+#: Reads a located message of a tunnel back: (sent by the client, spans) -> bytes (`records.TunnelBytes.read`).
+ReadLocated = Callable[[bool, Spans], bytes]
+
+
+class InnerMessages(Sequence[bytes]):
+    """One direction of an inner call's messages: the small ones held, the located ones as their spans (16 bytes
+    per piece, in arrays), read back with `read` when indexed."""
+
+    __slots__ = ("_ends", "_held", "_read", "_spans")
+
+    def __init__(self, messages: Iterable[InnerMessage], read: SpanReader) -> None:
+        self._read = read
+        self._held: dict[int, bytes] = {}
+        self._spans = array("q")
+        self._ends = array("I")  # per message, where its spans end in `_spans` (a held one has none)
+        for index, message in enumerate(messages):
+            if message.spans:
+                self._spans.extend(message.spans)
+            else:
+                self._held[index] = message.data
+            self._ends.append(len(self._spans))
+
+    def hold(self, index: int) -> None:
+        """Keep message `index` in memory from now on (read back once if located)."""
+        self._held[index] = self[index]
+
+    def located(self, index: int) -> bool:
+        return index not in self._held
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        count = len(self._ends)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("message index out of range")
+        held = self._held.get(index)
+        if held is not None:
+            return held
+        start = self._ends[index - 1] if index else 0
+        return self._read(tuple(self._spans[start : self._ends[index]]))
+
+    def __iter__(self) -> Iterator[bytes]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __repr__(self) -> str:
+        return f"InnerMessages({len(self)}, {len(self) - len(self._held)} located)"
+
+
+class InnerResponses(Sequence[ScriptedResponse]):
+    """An inner call's responses over `InnerMessages`: what each waits for and its seq in arrays, its bytes read
+    back when indexed if it is located."""
+
+    __slots__ = ("_afters", "_messages", "_seqs")
+
+    def __init__(self, messages: InnerMessages, afters: Iterable[int], seqs: Iterable[int]) -> None:
+        self._messages = messages
+        self._afters = array("I", afters)
+        self._seqs = array("q", seqs)
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    @overload
+    def __getitem__(self, index: int) -> ScriptedResponse: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ScriptedResponse]: ...
+
+    def __getitem__(self, index: int | slice) -> ScriptedResponse | list[ScriptedResponse]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        data = self._messages[index]  # checks the index
+        return ScriptedResponse(after_requests=self._afters[index], data=data, seq=self._seqs[index])
+
+    def __iter__(self) -> Iterator[ScriptedResponse]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def positions(self) -> tuple[Sequence[int], Sequence[int]]:
+        """Each response's (after_requests, seq), without reading a located response back."""
+        return self._afters, self._seqs
+
+    def __repr__(self) -> str:
+        return f"InnerResponses({self._messages!r})"
+
+
+def response_positions(responses: Sequence[ScriptedResponse]) -> tuple[Sequence[int], Sequence[int]]:
+    """Each response's (after_requests, seq): what a byte stream's pacing needs, without reading the responses
+    that are in the cassette only."""
+    if isinstance(responses, InnerResponses | RecordedResponses):
+        return responses.positions()
+    return [r.after_requests for r in responses], [r.seq for r in responses]
 
 
 @dataclass(slots=True)
@@ -159,21 +278,36 @@ def script_from_call(call: Call, source: str) -> Script:
     )
 
 
-def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "") -> Script:
+def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "", read: ReadLocated | None = None) -> Script:
     """`tunnel_cut`: where the recording of the tunnel carrying `call` stops, if it has no end (then a call that
-    was neither finished nor reset has no end either; in a tunnel that ended, such a call ended with it)."""
-    responses: list[ScriptedResponse] = []
-    seqs = [m.seq for m in call.request_messages]
-    for message in call.response_messages:
-        before = sum(1 for s in seqs if s < message.seq)
-        responses.append(ScriptedResponse(after_requests=before, data=message.data, seq=message.seq))
+    was neither finished nor reset has no end either; in a tunnel that ended, such a call ended with it).
+
+    `read(by_client, spans)`: reads a located message back (the call was decoded with messages located); a
+    direction with a located message then reads it when indexed (`InnerMessages`). A call other than a byte
+    stream keeps its first request in memory all the same: matching compares it for every live call.
+    """
+    seqs = [m.seq for m in call.request_messages]  # increasing: the assembler numbers events in order
+    afters = [bisect.bisect_left(seqs, message.seq) for message in call.response_messages]
+    requests: Sequence[bytes] = call.requests
+    responses: Sequence[ScriptedResponse] = [
+        ScriptedResponse(after_requests=after, data=message.data, seq=message.seq)
+        for after, message in zip(afters, call.response_messages, strict=True)
+    ]
+    if read is not None and any(m.spans for m in call.request_messages):
+        located = InnerMessages(call.request_messages, partial(read, True))
+        if call.method != ROUTER_STREAM and len(located):
+            located.hold(0)
+        requests = located
+    if read is not None and any(m.spans for m in call.response_messages):
+        messages = InnerMessages(call.response_messages, partial(read, False))
+        responses = InnerResponses(messages, afters, (m.seq for m in call.response_messages))
     code = call.code
     if code is None and call.reset is not None:
         code = None  # reset without status: the recorded caller cancelled
     return Script(
         key=f"{source}/stream {call.stream_id}",
         method=call.method or "",
-        requests=call.requests,
+        requests=requests,
         responses=responses,
         initial_metadata=application_metadata(call.response_metadata) if not call.trailers_only else None,
         code=code,
@@ -183,5 +317,5 @@ def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "") -> Scr
         start_seq=call.opened_seq,
         cut="" if call.finished else tunnel_cut,
         request_metadata=call.request_metadata,
-        request_seqs=seqs,
+        request_seqs=array("q", seqs) if isinstance(requests, InnerMessages) else seqs,
     )

@@ -21,11 +21,11 @@ from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry, StreamKind
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 from jsreplay.replay.coverage import RecordingUse, with_exemptions
-from jsreplay.replay.drivers import driver_call, driver_call_name, tunnel_driver_paths
+from jsreplay.replay.drivers import driver_call_name, recorded_driver_call, tunnel_driver_paths
 from jsreplay.replay.exporter import FrameWatch, MockExporter, pump_socket_to_frames
 from jsreplay.replay.faults import Delay, Fault, FaultInjector, FaultPlan, Injection, TunnelCut
 from jsreplay.replay.introspection import add_introspection
-from jsreplay.replay.library import Library, Tunnel, load_library
+from jsreplay.replay.library import REPLAY_DECODER, Library, Tunnel, load_library
 from jsreplay.replay.matching import Matcher, MatchMode
 from jsreplay.replay.playback import UNFINISHED_TIMEOUT_S, RecordingHasNoEnd, play
 from jsreplay.replay.report import Miss, ReplayReport
@@ -34,6 +34,7 @@ from jsreplay.replay.script import Script, ScriptedResponse, call_peer
 from jsreplay.serving import DEFAULT_LISTEN, BoundServer, ListenTLS, ServesEndpoint, bind, rpc_method_handler
 from jsreplay.session.optional import is_optional, unimplemented_note
 from jsreplay.session.tokens import bearer_token
+from jsreplay.tunnel.config import DecoderConfig
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -55,6 +56,7 @@ class ReplayConfig:
     shift_timestamps: bool = True
     faults: FaultPlan = field(default_factory=FaultPlan)  # injected faults, delays and tunnel cuts
     schema: bytes | None = None  # --schema: decode the cassettes with it instead of their own
+    decoder: DecoderConfig = REPLAY_DECODER  # how tunnels are decoded (which inner messages stay in the file)
 
 
 class TunnelCutInjected(Exception):
@@ -414,26 +416,34 @@ class ReplayHandler(grpc.GenericRpcHandler):
             await self._pipe(context, own, exporter, frame.payload, cut)
         finally:
             self.exporters.discard(exporter)
-            self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
-            if assigned:
-                if not exporter.driver_paths:
-                    exporter.driver_paths = tunnel_driver_paths(assigned[0].inner, own.registry)
-                self._inner_rows.extend(
-                    RecordingUse(
-                        cassette=self._cassette_of.get(script.key.split("#", 1)[0], script.key.split("#", 1)[0]),
-                        recording=script.key,
-                        method=script.method,
-                        served=used,
-                        inner=True,
-                        driver_call=exporter.driver_call_of(script),
-                    )
-                    for script, used in exporter.matcher.scripts() or [(s, 0) for s in assigned[0].inner]
+            try:
+                self._tunnel_report(own, exporter, assigned)
+            except CassetteError as err:  # the recorded GetReport names the driver calls: the file changed
+                log.warning("jsreplay: cannot name the driver calls of %s: %s", own.stream.key, err)
+            finally:
+                await exporter.stop()
+                for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
+                    tunnel.release()
+
+    def _tunnel_report(self, own: Tunnel, exporter: MockExporter, assigned: list[Tunnel]) -> None:
+        """What a closed tunnel's inner calls add to the report."""
+        self.report.inner.extend((script.key, script.method, used) for script, used in exporter.matcher.scripts())
+        if exporter.streams is not None:
+            self.report.unchecked_streams.update(exporter.streams.unchecked)
+        if assigned:
+            if not exporter.driver_paths:
+                exporter.driver_paths = tunnel_driver_paths(assigned[0].inner, own.registry)
+            self._inner_rows.extend(
+                RecordingUse(
+                    cassette=self._cassette_of.get(script.key.split("#", 1)[0], script.key.split("#", 1)[0]),
+                    recording=script.key,
+                    method=script.method,
+                    served=used,
+                    inner=True,
+                    driver_call=exporter.driver_call_of(script),
                 )
-            if exporter.streams is not None:
-                self.report.unchecked_streams.update(exporter.streams.unchecked)
-            await exporter.stop()
-            for tunnel in assigned:  # memory stays bounded by the open tunnels, not the used ones
-                tunnel.release()
+                for script, used in exporter.matcher.scripts() or [(s, 0) for s in assigned[0].inner]
+            )
 
     def _assign_tunnel(self, own: Tunnel) -> Tunnel:
         """The recorded tunnel whose inner calls a new HTTP/2 tunnel gets.
@@ -588,7 +598,11 @@ class ReplayHandler(grpc.GenericRpcHandler):
             except CassetteError as err:
                 log.warning("jsreplay: cannot list the inner calls of %s: %s", key, err)
                 inner = []
-            paths = tunnel_driver_paths(inner, tunnel.registry)
+            try:
+                paths = tunnel_driver_paths(inner, tunnel.registry)  # reads the recorded GetReport if located
+            except CassetteError as err:
+                log.warning("jsreplay: cannot name the driver calls of %s: %s", key, err)
+                paths = {}
             source = key.split("#", 1)[0]
             self._unserved_inner[key] = [
                 RecordingUse(
@@ -597,9 +611,7 @@ class ReplayHandler(grpc.GenericRpcHandler):
                     method=s.method,
                     served=0,
                     inner=True,
-                    driver_call=driver_call_name(
-                        driver_call(tunnel.registry, s.method, s.requests[0] if s.requests else None, paths)
-                    ),
+                    driver_call=driver_call_name(recorded_driver_call(tunnel.registry, s, paths)),
                 )
                 for s in inner
             ]
@@ -620,7 +632,7 @@ class ReplayServer(ServesEndpoint):
         self.config = config
         self._fallback_factory = fallback
         self._fallback: Fallback | None = None
-        self._library = load_library(list(config.cassettes), config.schema)
+        self._library = load_library(list(config.cassettes), config.schema, config.decoder)
         self._server: grpc.aio.Server | None = None
         self._bound: BoundServer | None = None
         self.handler: ReplayHandler | None = None
@@ -677,11 +689,15 @@ async def replaying(
     causal_timeout: float = CAUSAL_TIMEOUT_S,
     unfinished_timeout: float = UNFINISHED_TIMEOUT_S,
     faults: FaultPlan | None = None,
+    decoder: DecoderConfig = REPLAY_DECODER,
 ) -> AsyncIterator[ReplayServer]:
     """Serve cassettes for the duration of the block::
 
     async with jsreplay.replaying("cassettes/power.msgpack") as server:
         ...  # point a client at server.endpoint, trusting server.ca_pem
+
+    `decoder`: how tunnels are decoded; its `locate_over` says which inner messages are read from the cassette
+    when sent rather than held.
     """
     server = ReplayServer(
         ReplayConfig(
@@ -695,6 +711,7 @@ async def replaying(
             causal_timeout=causal_timeout,
             unfinished_timeout=unfinished_timeout,
             faults=faults or FaultPlan(),
+            decoder=decoder,
         )
     )
     await server.start()

@@ -21,17 +21,19 @@ import asyncio
 import bisect
 import hashlib
 import logging
+from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, overload
 
 import grpc
 
+from jsreplay.cassette.errors import CassetteError
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.playback import RecordingHasNoEnd, _status_code, sendable
-from jsreplay.replay.script import Script, ScriptedResponse
+from jsreplay.replay.script import Script, ScriptedResponse, response_positions
 from jsreplay.session.streams import (
     DATA,
     StreamIdentity,
@@ -86,30 +88,48 @@ class Elided:
 class ByteCheck:
     """Compares the bytes a client sends with recorded ones, fed as they arrive, in any chunking.
 
-    Holds the recorded chunks it was given (they are in memory already) and a position in them, the last few
-    live bytes for context, and, for an elided recording, a running SHA-256.
+    Walks the recorded chunks in order and holds only the one being compared (a recorded upload's chunks are read
+    from the cassette as they are reached), a position in it, the last few live bytes for context, and, for an
+    elided recording, a running SHA-256. `length`: the recorded bytes in all, if known (else summed when needed).
     """
 
-    def __init__(self, recorded: Sequence[bytes], elided: Elided | None = None) -> None:
-        self._chunks = [c for c in recorded if c]
+    def __init__(self, recorded: Sequence[bytes], elided: Elided | None = None, *, length: int | None = None) -> None:
+        self._chunks = recorded
+        self._length = length
         self._index = 0  # the chunk the next live byte is compared with
+        self._chunk = b""  # which is this
         self._pos = 0  # and where in it
         self._elided = elided
         self._hash = hashlib.sha256() if elided is not None else None
         self._recent = b""  # the last CONTEXT bytes that matched
         self.offset = 0  # live bytes compared so far
         self.difference: Difference | None = None
+        if elided is None:
+            self._advance(0)
+
+    def _advance(self, index: int) -> None:
+        """Move to the first chunk from `index` on that is not empty (or past the last)."""
+        count = len(self._chunks)
+        while index < count:
+            chunk = self._chunks[index]
+            if chunk:
+                self._index, self._chunk, self._pos = index, chunk, 0
+                return
+            index += 1
+        self._index, self._chunk, self._pos = count, b"", 0
 
     @property
     def recorded_length(self) -> int:
-        return self._elided.length if self._elided is not None else sum(len(c) for c in self._chunks)
+        if self._elided is not None:
+            return self._elided.length
+        return self._length if self._length is not None else sum(len(c) for c in self._chunks)
 
     def _recorded_ahead(self, count: int) -> bytes | None:
-        out = bytearray()
-        index, pos = self._index, self._pos
+        out = bytearray(self._chunk[self._pos : self._pos + count])
+        index = self._index + 1
         while len(out) < count and index < len(self._chunks):
-            out += self._chunks[index][pos : pos + count - len(out)]
-            index, pos = index + 1, 0
+            out += self._chunks[index][: count - len(out)]
+            index += 1
         return bytes(out) if out else None
 
     def feed(self, data: bytes) -> Difference | None:
@@ -131,12 +151,12 @@ class ByteCheck:
             return None
         done = 0
         while done < len(data):
-            if self._index >= len(self._chunks):  # the client sends more than was recorded
+            if not self._chunk:  # past the last chunk: the client sends more than was recorded
                 self.difference = Difference(
                     self.offset, window(self._recent, None), window(self._recent, data[done : done + WINDOW])
                 )
                 return self.difference
-            chunk = self._chunks[self._index]
+            chunk = self._chunk
             size = min(len(chunk) - self._pos, len(data) - done)
             mine, theirs = data[done : done + size], chunk[self._pos : self._pos + size]
             if mine != theirs:
@@ -155,7 +175,7 @@ class ByteCheck:
             self.offset += size
             self._pos += size
             if self._pos == len(chunk):
-                self._index, self._pos = self._index + 1, 0
+                self._advance(self._index + 1)
         return None
 
     def end(self) -> Difference | None:
@@ -197,16 +217,22 @@ class StreamDiffers(Exception):
 
 @dataclass(eq=False)
 class RecordedStream:
-    """One recorded inner byte stream, with what serving and checking it needs."""
+    """One recorded inner byte stream, with what serving and checking it needs.
+
+    Per client request and per response it holds a few numbers, not bytes: the client's recorded bytes are
+    `payloads`, read from the cassette when the check reaches them if they were big (see `InnerMessages`).
+    """
 
     script: Script
     identity: StreamIdentity
     handle: str | None  # a resource stream's handle, from its recorded initial metadata
-    client_chunks: list[bytes]  # the DATA payloads the client sent, in order
-    client_seqs: list[int]  # the seq of each request
-    client_bytes: list[int]  # DATA bytes the client had sent after each request (prefix sums)
-    after_bytes: list[int]  # per response: client DATA bytes recorded before it
-    after_end: list[bool]  # per response: it came after the client's closing frame
+    payloads: Sequence[bytes]  # per client request, its DATA payload (b"" for other frames), decoded when indexed
+    client_length: int  # DATA bytes the client sent in all
+    client_seqs: Sequence[int]  # the seq of each request
+    client_bytes: Sequence[int]  # DATA bytes the client had sent after each request (prefix sums)
+    after_bytes: Sequence[int]  # per response: client DATA bytes recorded before it
+    after_end: Sequence[bool]  # per response: it came after the client's closing frame
+    response_seqs: Sequence[int]
     elided: Elided | None = None
     used: bool = False
     reserved: bool = False
@@ -216,7 +242,7 @@ class RecordedStream:
         if self.elided is not None:
             return True
         head = bytearray()
-        for chunk in self.client_chunks:
+        for chunk in self.payloads:
             if len(head) >= len(data):
                 break
             head += chunk[: len(data) - len(head)]
@@ -228,35 +254,64 @@ class RecordedStream:
         return self.client_bytes[count - 1] if count else 0
 
     def responses_before(self, seq: int) -> int:
-        return sum(1 for r in self.script.responses if r.seq < seq)
+        return bisect.bisect_left(self.response_seqs, seq)  # increasing, as recorded
+
+    def check(self) -> ByteCheck:
+        return ByteCheck(self.payloads, self.elided, length=self.client_length)
+
+
+class Payloads(Sequence[bytes]):
+    """The DATA payloads of a byte stream's client messages, each decoded when indexed (b"" for other frames)."""
+
+    __slots__ = ("_messages", "_registry")
+
+    def __init__(self, messages: Sequence[bytes], registry: Registry) -> None:
+        self._messages = messages
+        self._registry = registry
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        ((frame_type, payload),) = frames(self._registry, (self._messages[index],), sent_by_client=True)
+        return payload if frame_type == DATA else b""
 
 
 def recorded_stream(script: Script, registry: Registry, names: dict[str, str]) -> RecordedStream:
-    decoded = list(frames(registry, script.requests, sent_by_client=True))
-    chunks: list[bytes] = []
-    cumulative: list[int] = []
+    """What serving `script` needs, from one pass over its client messages (each read, decoded and dropped)."""
+    cumulative = array("q")
     ends: list[bool] = []
     total, ended = 0, False
-    for frame_type, payload in decoded:
+    for frame_type, payload in frames(registry, script.requests, sent_by_client=True):
         if frame_type == DATA:
-            chunks.append(payload)
             total += len(payload)
         else:
             ended = True
         cumulative.append(total)
         ends.append(ended)
-    after_bytes = [cumulative[r.after_requests - 1] if r.after_requests else 0 for r in script.responses]
-    after_end = [ends[r.after_requests - 1] if r.after_requests else False for r in script.responses]
-    seqs = list(script.request_seqs) if len(script.request_seqs) == len(decoded) else []
+    afters, response_seqs = response_positions(script.responses)
+    after_bytes = array("q", (cumulative[a - 1] if a else 0 for a in afters))
+    after_end = [ends[a - 1] if a else False for a in afters]
+    seqs = script.request_seqs if len(script.request_seqs) == len(cumulative) else ()
     return RecordedStream(
         script=script,
         identity=stream_identity(script.request_metadata, names),
         handle=resource_handle(script.initial_metadata),
-        client_chunks=chunks,
+        payloads=Payloads(script.requests, registry),
+        client_length=total,
         client_seqs=seqs,
-        client_bytes=cumulative if seqs else [],
+        client_bytes=cumulative if seqs else (),
         after_bytes=after_bytes,
         after_end=after_end,
+        response_seqs=response_seqs,
         elided=elided_of(script),
     )
 
@@ -279,6 +334,7 @@ class LiveStream:
     sent: int = 0  # recorded responses written
     closed: bool = False  # the client sent its closing frame, half-closed, or went away
     miss: str | None = None
+    failure: CassetteError | None = None  # the recorded bytes could not be read back (the file changed)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     bound: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -456,6 +512,8 @@ class StreamBook:
                     partial(live.caught_up, wanted_bytes, wanted_sent),
                     HOLD_TIMEOUT_S,
                 )
+                if live.failure is not None:
+                    raise live.failure
                 if live.miss is not None:
                     raise StreamDiffers(f"{live.miss} (used by {script.method} {script.key})")
                 if not done:
@@ -575,11 +633,16 @@ class StreamBook:
         except ProtocolError as err:
             live.miss = f"jsreplay: byte stream {live.identity}: {err}"
             self._on_miss(ROUTER_STREAM, live.miss)
+        except CassetteError as err:  # reading the recorded bytes back: the stream ends, the call says why
+            live.failure = err
         except Exception as err:  # the call ended (aborted, cancelled) while we were reading
             log.debug("byte stream reader stopped: %r", err)
         finally:
-            if graceful and check is not None and live.miss is None and (difference := check.end()) is not None:
-                differs(difference)
+            try:
+                if graceful and check is not None and live.miss is None and (difference := check.end()) is not None:
+                    differs(difference)
+            except CassetteError as err:
+                live.failure = err
             live.closed = True
             live.notify()
 
@@ -593,7 +656,7 @@ class StreamBook:
         first: Any = None,
     ) -> None:
         script = recording.script
-        check = ByteCheck(recording.client_chunks, recording.elided) if self._checked(live.identity) else None
+        check = recording.check() if self._checked(live.identity) else None
         reader = asyncio.create_task(self._read(live, check, context, first))
         timeout = self._unfinished_timeout if script.cut else None
         try:
@@ -605,6 +668,8 @@ class StreamBook:
                     partial(live.caught_up, need_bytes, 0, need_end),
                     timeout,
                 )
+                if live.failure is not None:
+                    raise live.failure
                 if live.miss is not None:
                     break
                 if not ready or (live.closed and live.received < need_bytes):
@@ -615,6 +680,8 @@ class StreamBook:
                 live.notify()
             if live.miss is None:
                 await live.until(lambda: live.closed or live.miss is not None, timeout)
+            if live.failure is not None:
+                raise live.failure
             if live.miss is not None:
                 await context.abort(grpc.StatusCode.UNKNOWN, live.miss)
                 return

@@ -2,23 +2,27 @@
 
 Each tunnel is recorded twice, once per peer: the client's Stream call (its requests are client->exporter bytes)
 and the exporter's (its requests are exporter->client bytes). Which one a call is shows in its bytes: the side
-whose outgoing stream starts with the HTTP/2 connection preface is the client. Replay, show, diff and verify all
-decode tunnels through `decode_router_call`.
+whose outgoing stream starts with the HTTP/2 connection preface is the client. Show, diff and verify decode
+tunnels through `decode_router_call`, which holds the whole call; replay through `decode_router_records`, which
+takes the records one at a time and leaves big inner messages in the cassette, where a `RouterDataIndex` finds them.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import weakref
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from jsreplay.cassette.model import Call, ClientMessage, ServerMessage
+from jsreplay.cassette.model import AnyEvent, Call, ClientMessage, ServerMessage
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
 from jsreplay.tunnel.calls import CallAssembler, InnerCall
+from jsreplay.tunnel.config import DecoderConfig
 from jsreplay.tunnel.decoder import TunnelDecoder
 from jsreplay.tunnel.errors import TunnelError
 from jsreplay.tunnel.events import Direction
@@ -194,6 +198,114 @@ def decode_router_call(call: Call, registry: Registry) -> RecordedTunnel:
             assembler.add_all(err.events)
             tunnel.error = str(err)
             break
+    tunnel.calls = assembler.calls
+    return tunnel
+
+
+class RouterDataIndex:
+    """Where one direction of a recorded tunnel is in its cassette: for each router DATA frame with a payload, the
+    offset of its first byte in the direction's byte stream and its record's (offset, length) in the file.
+
+    With the spans of a located inner message (offsets in that byte stream), this says which records to read back
+    and which slice of each frame's payload to take. 20 bytes per frame, in arrays.
+    """
+
+    __slots__ = ("_lengths", "_records", "_starts", "sent", "size")
+
+    def __init__(self, sent: bool) -> None:
+        self.sent = sent  # the recorded peer sent these frames (ClientMessage records, StreamRequest), or received
+        self._starts = array("q")
+        self._records = array("q")
+        self._lengths = array("I")  # records are at most MAX_RECORD_BYTES
+        self.size = 0  # bytes in the direction so far
+
+    def add(self, record_offset: int, record_length: int, payload_size: int) -> None:
+        """The next DATA frame of the direction: its record, and how many payload bytes it carried."""
+        if payload_size:
+            self._starts.append(self.size)
+            self._records.append(record_offset)
+            self._lengths.append(record_length)
+            self.size += payload_size
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def record(self, index: int) -> tuple[int, int]:
+        """The (offset, length) of frame `index`'s record."""
+        return self._records[index], self._lengths[index]
+
+    def payload_size(self, index: int) -> int:
+        stop = self._starts[index + 1] if index + 1 < len(self._starts) else self.size
+        return stop - self._starts[index]
+
+    def pieces(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(frame index, first, last) for each frame holding bytes [start, stop) of the direction, in order: the
+        bytes are ``payload[first:last]`` of each. ValueError if the range is not inside what was indexed."""
+        if not 0 <= start <= stop <= self.size:
+            raise ValueError(f"bytes {start}..{stop} are outside the {self.size} indexed")
+        index = bisect.bisect_right(self._starts, start) - 1
+        while start < stop:
+            base = self._starts[index]
+            last = min(stop - base, self.payload_size(index))
+            yield index, start - base, last
+            start = base + last
+            index += 1
+
+
+@dataclass
+class LocatedTunnel:
+    """A recorded router stream decoded by `decode_router_records`: the inner calls (big messages located) and,
+    per direction, where its bytes are in the cassette."""
+
+    calls: list[InnerCall]
+    error: str | None
+    client_bytes: RouterDataIndex  # client -> exporter
+    exporter_bytes: RouterDataIndex  # exporter -> client
+
+    def index(self, by_client: bool) -> RouterDataIndex:
+        return self.client_bytes if by_client else self.exporter_bytes
+
+
+def decode_router_records(
+    records: Iterable[tuple[int, int, AnyEvent]], side: TunnelSide, registry: Registry, config: DecoderConfig
+) -> LocatedTunnel:
+    """Decode a recorded Stream call given as its records after the start, (offset, length, event), in recorded
+    order, holding one record at a time; inner messages over ``config.locate_over`` bytes are located (their spans
+    index the `RouterDataIndex` of their direction). ``side`` is the recorded peer's (CLIENT or EXPORTER), known
+    from the call's first frames.
+
+    The calls and error are `decode_router_call`'s for the same call, except that a frame that does not decode
+    is only found when reached (the calls are then dropped, as that function drops them).
+    """
+    if side is TunnelSide.UNKNOWN:
+        raise ValueError("the side of the tunnel must be known to decode it record by record")
+    client_sends = side is TunnelSide.CLIENT
+    client_bytes, exporter_bytes = RouterDataIndex(client_sends), RouterDataIndex(not client_sends)
+    tunnel = LocatedTunnel(calls=[], error=None, client_bytes=client_bytes, exporter_bytes=exporter_bytes)
+    decoder = TunnelDecoder(config=config)
+    assembler = CallAssembler()
+    from_client, from_exporter = Direction.CLIENT_TO_EXPORTER, Direction.EXPORTER_TO_CLIENT
+    broken = False  # the inner connection failed: later frames are only checked to decode, as decode_router_call does
+    try:
+        for offset, length, event in records:
+            if not isinstance(event, ClientMessage | ServerMessage):
+                continue
+            sent, frame = event_frame(registry, event)
+            if broken:
+                continue
+            by_client = sent == client_sends
+            if frame.frame_type == RouterFrameType.DATA:
+                (client_bytes if by_client else exporter_bytes).add(offset, length, len(frame.payload))
+            direction = from_client if by_client else from_exporter
+            try:
+                assembler.add_all(decoder.feed_router_frame(direction, frame.frame_type, frame.payload))
+            except TunnelError as err:
+                assembler.add_all(err.events)
+                tunnel.error = str(err)
+                broken = True
+    except ProtocolError as err:
+        tunnel.error = f"router frame does not decode: {err}"
+        return tunnel
     tunnel.calls = assembler.calls
     return tunnel
 

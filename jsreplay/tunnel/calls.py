@@ -22,6 +22,7 @@ from .events import (
     ResponseHeaders,
     ResponseMessage,
     ResponseTrailers,
+    Spans,
     StreamReset,
     TunnelEnded,
     TunnelEvent,
@@ -30,11 +31,13 @@ from .events import (
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InnerMessage:
-    """One gRPC message of a call and the seq of the event that completed it."""
+    """One gRPC message of a call and the seq of the event that completed it; a located message (see
+    :attr:`~.config.DecoderConfig.locate_over`) has empty ``data`` and the ``spans`` where its bytes are."""
 
     seq: int
     data: bytes
     compressed: bool
+    spans: Spans = ()
 
 
 @dataclass(kw_only=True)
@@ -128,9 +131,13 @@ class CallAssembler:
             call = self._calls[event.stream_id] = InnerCall(stream_id=event.stream_id, opened_seq=seq)
         match event:  # messages first: most events are messages
             case RequestMessage():
-                call.request_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
+                call.request_messages.append(
+                    InnerMessage(seq=seq, data=event.data, compressed=event.compressed, spans=event.spans)
+                )
             case ResponseMessage():
-                call.response_messages.append(InnerMessage(seq=seq, data=event.data, compressed=event.compressed))
+                call.response_messages.append(
+                    InnerMessage(seq=seq, data=event.data, compressed=event.compressed, spans=event.spans)
+                )
             case RequestHeaders():
                 call.method = event.method
                 call.authority = event.authority

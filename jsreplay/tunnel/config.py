@@ -23,6 +23,11 @@ class DecoderConfig:
     max_header_list_size: int = MAX_HEADER_LIST_SIZE
     max_header_table_size: int = MAX_HEADER_TABLE_SIZE
     max_message_size: int = MAX_MESSAGE_SIZE
+    #: Messages longer than this many bytes are located, not copied: their events carry empty ``data`` and the
+    #: ``spans`` of the direction's byte stream that hold the message (replay reads them back from the cassette
+    #: when it sends them, so a tunnel's big downloads and uploads are never held). None keeps every message's
+    #: bytes (show, diff and verify).
+    locate_over: int | None = None
     #: Step over well-formed WINDOW_UPDATE and PING frames without handling them (tests turn it off to compare).
     skip_flow_control: bool = True
     #: Bounds of the header block cache: blocks held (0 turns it off), and the largest block and HPACK table
@@ -33,6 +38,8 @@ class DecoderConfig:
     header_cache: HeaderBlockCache = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.locate_over is not None and self.locate_over < 0:
+            raise ValueError(f"locate_over must be None or >= 0, not {self.locate_over}")
         cache = HeaderBlockCache(
             max_blocks=self.header_cache_blocks,
             max_block=self.header_cache_max_block,

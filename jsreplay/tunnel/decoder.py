@@ -67,7 +67,7 @@ from .headers import (
     response_headers,
     response_trailers,
 )
-from .messages import cut_messages, incomplete_message
+from .messages import LocatedBody, cut_located, cut_messages, incomplete_message
 
 # Frames that must name an existing or new client-initiated stream (PRIORITY may name any stream).
 _STREAM_FRAMES = frozenset({DATA, HEADERS, RST_STREAM, WINDOW_UPDATE})
@@ -92,6 +92,11 @@ class _HalfStream:
     reset: bool = False  # sent RST_STREAM
     http_status: int = 200
     buffer: bytearray = field(default_factory=bytearray)  # partial gRPC message
+    located: LocatedBody | None = None  # a located message being received (DecoderConfig.locate_over)
+
+    def pending(self) -> int:
+        """Bytes of an unfinished message this side has sent (0 between messages)."""
+        return self.located.pending if self.located is not None else len(self.buffer)
 
 
 @dataclass(slots=True)
@@ -140,6 +145,7 @@ class TunnelDecoder:
         # Copied out of the configuration: read per frame or per message.
         self._max_header_block_size = config.max_header_block_size
         self._max_message_size = config.max_message_size
+        self._locate_over = config.locate_over
         self._skip_flow_control = config.skip_flow_control
         # One per direction; not a dict keyed by Direction: an Enum hashes in Python, and this is per chunk.
         self._sides: list[_Side] = []
@@ -280,9 +286,24 @@ class TunnelDecoder:
             if stream.ended or stream.reset:
                 raise side.fail("DATA on a stream this side already closed", error_code=ErrorCode.STREAM_CLOSED)
             try:
-                cut_messages(
-                    stream.buffer, data, first, last, self._max_message_size, stream_id, side.message_type, events
-                )
+                if self._locate_over is None:
+                    cut_messages(
+                        stream.buffer, data, first, last, self._max_message_size, stream_id, side.message_type, events
+                    )
+                else:  # data[0] is where the frame buffer stands in the direction's byte stream
+                    stream.located = cut_located(
+                        stream.buffer,
+                        stream.located,
+                        data,
+                        first,
+                        last,
+                        side.frames.consumed,
+                        self._locate_over,
+                        self._max_message_size,
+                        stream_id,
+                        side.message_type,
+                        events,
+                    )
             except Fault as err:
                 raise side.fault(err) from None
             if flags & FLAG_END_STREAM:
@@ -335,6 +356,7 @@ class TunnelDecoder:
         stream = side.streams.setdefault(frame.stream_id, _HalfStream())
         stream.reset = True
         stream.buffer.clear()  # a message cut short by the reset is abandoned, not an error
+        stream.located = None
         events.append(StreamReset(stream_id=frame.stream_id, error_code=frame.error_code, by_client=side.by_client))
 
     # Headers ---------------------------------------------------------------------------------------------------
@@ -431,8 +453,8 @@ class TunnelDecoder:
                 events.append(first)
             else:
                 check_trailers(pseudo, block.end_stream)
-                if stream.buffer:
-                    raise side.fault(incomplete_message(stream.buffer))
+                if stream.pending():
+                    raise side.fault(incomplete_message(stream.pending()))
                 stream.ended = True
                 events.append(response_trailers(stream_id, stream.http_status, regular, trailers_only=False))
         except Fault as err:
@@ -441,7 +463,7 @@ class TunnelDecoder:
             frames.skip_up_to = side.last_stream_id if side.by_client else MAX_STREAM_ID
 
     def _end_request(self, side: _Side, stream_id: int, stream: _HalfStream, events: list[TunnelEvent]) -> None:
-        if stream.buffer:
-            raise side.fault(incomplete_message(stream.buffer))
+        if stream.pending():
+            raise side.fault(incomplete_message(stream.pending()))
         stream.ended = True
         events.append(RequestEnded(stream_id=stream_id))

@@ -76,14 +76,24 @@ class RequestHeaders:
     metadata: Metadata
 
 
+#: Where a located message's bytes are: (start, stop) offsets into its direction's byte stream (all the bytes that
+#: direction carried, the client's connection preface included), flattened, in order; () for a message kept whole.
+Spans: TypeAlias = tuple[int, ...]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RequestMessage:
     """One complete gRPC request message. ``compressed`` is the message's compressed-flag: ``data`` is then still
-    compressed with the algorithm named by the call's ``grpc-encoding`` header."""
+    compressed with the algorithm named by the call's ``grpc-encoding`` header.
+
+    A message over :attr:`~.config.DecoderConfig.locate_over` bytes is located instead: ``data`` is empty and
+    ``spans`` says where its bytes are (the DATA frames' payloads that carried it, without their padding).
+    """
 
     stream_id: int
     data: bytes
     compressed: bool
+    spans: Spans = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,11 +114,12 @@ class ResponseHeaders:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ResponseMessage:
-    """One complete gRPC response message; ``compressed`` as for :class:`RequestMessage`."""
+    """One complete gRPC response message; ``compressed`` and ``spans`` as for :class:`RequestMessage`."""
 
     stream_id: int
     data: bytes
     compressed: bool
+    spans: Spans = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

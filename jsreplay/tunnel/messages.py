@@ -1,9 +1,15 @@
 """gRPC message framing inside a stream's DATA: each message is a 5-byte prefix (compressed flag, length) and
-the message bytes, split across DATA frames anywhere."""
+the message bytes, split across DATA frames anywhere.
+
+Two ways to cut: :func:`cut_messages` copies every message out; :func:`cut_located` copies only the small ones and
+notes where a big one's bytes are in the direction's byte stream (its spans), so that a tunnel carrying a flash
+image is decoded without holding the image.
+"""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 
 from .errors import Fault, GrpcProtocolError, TunnelLimitError
 from .events import RequestMessage, ResponseMessage, TunnelEvent
@@ -52,6 +58,100 @@ def cut_messages(
         buf += memoryview(frame)[pos:size]
 
 
-def incomplete_message(buf: bytearray) -> Fault:
-    """The fault of a stream that ends while ``buf`` holds part of a message; the caller raises it."""
-    return Fault(f"stream ended inside a gRPC message ({len(buf)} bytes pending)", GrpcProtocolError)
+@dataclass(slots=True)
+class LocatedBody:
+    """A located message whose bytes are still arriving: its size, what is left, and its spans so far."""
+
+    compressed: bool
+    size: int
+    left: int
+    spans: list[int] = field(default_factory=list)  # flattened (start, stop) offsets in the direction's stream
+
+    @property
+    def pending(self) -> int:
+        """The bytes of the message seen so far, its prefix included."""
+        return GRPC_PREFIX.size + self.size - self.left
+
+
+def _prefix(data: bytes | bytearray, pos: int, max_message_size: int) -> tuple[int, int]:
+    flag, length = GRPC_PREFIX.unpack_from(data, pos)
+    if flag > 1:
+        raise Fault(f"invalid gRPC compressed-flag {flag}", GrpcProtocolError)
+    if length > max_message_size:
+        raise Fault(f"gRPC message of {length} bytes exceeds the limit of {max_message_size}", TunnelLimitError)
+    return flag, length
+
+
+def cut_located(
+    buf: bytearray,
+    body: LocatedBody | None,
+    frame: bytes,
+    start: int,
+    end: int,
+    base: int,
+    locate_over: int,
+    max_message_size: int,
+    stream_id: int,
+    message_type: type[RequestMessage] | type[ResponseMessage],
+    events: list[TunnelEvent],
+) -> LocatedBody | None:
+    """Like :func:`cut_messages`, but a message over ``locate_over`` bytes is not copied: its event has empty
+    ``data`` and the spans of the direction's byte stream that hold it (``frame[0]`` is at offset ``base``).
+
+    ``buf`` keeps a partial prefix or small message, ``body`` the located message being received (if any); returns
+    the located message still arriving after this payload, or None.
+
+    :raises Fault: as :func:`cut_messages` does.
+    """
+    pos = start
+    while pos < end:
+        if body is not None:  # the next bytes belong to a located message: note where, copy nothing
+            take = min(body.left, end - pos)
+            body.spans += (base + pos, base + pos + take)
+            body.left -= take
+            pos += take
+            if not body.left:
+                spans = tuple(body.spans)
+                events.append(message_type(stream_id=stream_id, data=b"", compressed=body.compressed, spans=spans))
+                body = None
+            continue
+        if not buf:
+            if end - pos < GRPC_PREFIX.size:
+                buf += memoryview(frame)[pos:end]
+                break
+            flag, length = _prefix(frame, pos, max_message_size)
+            pos += GRPC_PREFIX.size
+            if length > locate_over:
+                body = LocatedBody(flag == 1, length, length)
+                continue
+            if end - pos >= length:  # a whole small message in this payload: cut straight from the frame
+                events.append(message_type(stream_id=stream_id, data=frame[pos : pos + length], compressed=flag == 1))
+                pos += length
+                continue
+            buf += memoryview(frame)[pos - GRPC_PREFIX.size : end]
+            break
+        # `buf` holds the start of a prefix or of a small message: complete it from this payload.
+        if len(buf) < GRPC_PREFIX.size:
+            take = min(GRPC_PREFIX.size - len(buf), end - pos)
+            buf += memoryview(frame)[pos : pos + take]
+            pos += take
+            if len(buf) < GRPC_PREFIX.size:
+                break
+            flag, length = _prefix(buf, 0, max_message_size)
+            if length > locate_over:
+                buf.clear()
+                body = LocatedBody(flag == 1, length, length)
+                continue
+        flag, length = GRPC_PREFIX.unpack_from(buf, 0)
+        take = min(GRPC_PREFIX.size + length - len(buf), end - pos)
+        buf += memoryview(frame)[pos : pos + take]
+        pos += take
+        if len(buf) == GRPC_PREFIX.size + length:
+            events.append(message_type(stream_id=stream_id, data=bytes(buf[GRPC_PREFIX.size :]), compressed=flag == 1))
+            buf.clear()
+    return body
+
+
+def incomplete_message(pending: int) -> Fault:
+    """The fault of a stream that ends with ``pending`` bytes of a message received; the caller raises it."""
+    return Fault(f"stream ended inside a gRPC message ({pending} bytes pending)", GrpcProtocolError)
