@@ -11,6 +11,7 @@ ends every open call before it closes the recorder, so neither should happen; if
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from jsreplay.cassette.model import (
     ServerMessage,
     Status,
 )
+from jsreplay.record.elision import Elision
 
 log = logging.getLogger("jsreplay.record")
 
@@ -45,8 +47,10 @@ class RecorderStats:
 
 
 class Recorder:
-    def __init__(self, writer: CassetteWriter) -> None:
+    def __init__(self, writer: CassetteWriter, elision: Elision | None = None) -> None:
         self._writer = writer
+        self._elision = elision
+        self._hold_timer: asyncio.TimerHandle | None = None
         # Numbering goes on from where the cassette stops (0 and 1 for a new one; more when appending).
         self._t0 = time.monotonic_ns() - writer.resume.last_t_ns
         self._seq = writer.resume.next_seq
@@ -64,6 +68,10 @@ class Recorder:
     @property
     def bytes_written(self) -> int:
         return self._writer.bytes_written
+
+    @property
+    def elision(self) -> Elision | None:
+        return self._elision
 
     @property
     def closed(self) -> bool:
@@ -84,6 +92,34 @@ class Recorder:
         return False
 
     def _emit(self, event: AnyEvent) -> None:
+        elision = self._elision
+        if elision is None:
+            self._write(event)
+            return
+        for ready in elision.submit(event):
+            self._write(ready)
+        if elision.holding and self._hold_timer is None:
+            self._arm_hold_timer()
+
+    def _arm_hold_timer(self) -> None:
+        """Held events are written within the hold's time limit even if nothing else happens meanwhile."""
+        assert self._elision is not None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop (a test driving the recorder directly): the next event releases them
+            return
+        self._hold_timer = loop.call_later(self._elision.config.hold_seconds + 0.05, self._hold_expired)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        if self._elision is None or self._closed:
+            return
+        for ready in self._elision.expire():
+            self._write(ready)
+        if self._elision.holding:
+            self._arm_hold_timer()
+
+    def _write(self, event: AnyEvent) -> None:
         if self.error is not None:
             return
         try:
@@ -181,6 +217,12 @@ class Recorder:
         """Close the cassette. Calls still open stay without an end: end them first (the proxy's stop does)."""
         if self._closed:
             return
+        if self._elision is not None:
+            for ready in self._elision.flush():
+                self._write(ready)
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         self._closed = True
         if self._open:
             log.warning("closing the recording with %d calls still open: %s", len(self._open), self.open_calls())

@@ -12,9 +12,9 @@ a response is read from the file when it is sent, so a big cassette's index does
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 from jsreplay.cassette.errors import CorruptCassetteError
 from jsreplay.cassette.model import (
@@ -26,7 +26,7 @@ from jsreplay.cassette.model import (
     ServerMessage,
 )
 from jsreplay.replay.records import RecordFile
-from jsreplay.tunnel.calls import InnerCall
+from jsreplay.tunnel.calls import ElidedMark, InnerCall
 from jsreplay.tunnel.events import application_metadata
 
 
@@ -111,10 +111,11 @@ class Script:
     # this says where the cassette ends. Replay answers such a call as far as recorded, then fails it.
     cut: str = ""
     # Inner calls: the request metadata (a byte stream's identity is in it) and each request's seq (byte-level
-    # causal order across calls); `elided`: a byte stream whose client bytes were kept as length and SHA-256 only.
+    # causal order across calls); `elided`: a byte stream whose client bytes were kept (from some point on) as
+    # length and SHA-256 only, how far the recording said they had got, in order.
     request_metadata: Metadata = ()
     request_seqs: Sequence[int] = ()
-    elided: Mapping[str, Any] | None = None
+    elided: tuple[ElidedMark, ...] = ()
 
 
 def call_peer(metadata: Metadata) -> str:
@@ -184,4 +185,5 @@ def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "") -> Scr
         cut="" if call.finished else tunnel_cut,
         request_metadata=call.request_metadata,
         request_seqs=seqs,
+        elided=tuple(call.elided),
     )

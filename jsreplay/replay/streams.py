@@ -41,6 +41,7 @@ from jsreplay.session.streams import (
     stream_identity,
 )
 from jsreplay.session.volatile import IgnoreRule
+from jsreplay.tunnel.calls import ElidedMark
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -77,17 +78,19 @@ class Difference:
 
 @dataclass(frozen=True)
 class Elided:
-    """A recorded upload kept as its length and SHA-256 only (`jsreplay record` above its payload threshold)."""
+    """A recorded upload kept as its length and SHA-256 (`jsreplay record` above its payload threshold); its first
+    `kept` bytes may be in the recording as well (an upload that passed the threshold after they were written)."""
 
     length: int
-    sha256: str  # hex
+    sha256: str | None  # hex; None when the recording stops before the upload's end
+    kept: int = 0
 
 
 class ByteCheck:
     """Compares the bytes a client sends with recorded ones, fed as they arrive, in any chunking.
 
     Holds the recorded chunks it was given (they are in memory already) and a position in them, the last few
-    live bytes for context, and, for an elided recording, a running SHA-256.
+    live bytes for context, and, for an elided recording, a running SHA-256 of everything.
     """
 
     def __init__(self, recorded: Sequence[bytes], elided: Elided | None = None) -> None:
@@ -115,20 +118,27 @@ class ByteCheck:
     def feed(self, data: bytes) -> Difference | None:
         if self.difference is not None or not data:
             return self.difference
-        if self._elided is not None:
-            assert self._hash is not None
-            if self.offset + len(data) > self._elided.length:
-                cut = self._elided.length - self.offset
-                self.difference = Difference(
-                    self._elided.length,
-                    window(b"", None),
-                    window(data[max(0, cut - CONTEXT) : cut], data[cut : cut + WINDOW]),
-                    f"the recording has {self._elided.length} bytes, kept as their SHA-256 only",
-                )
-                return self.difference
-            self._hash.update(data)
-            self.offset += len(data)
-            return None
+        elided = self._elided
+        if elided is None:
+            return self._compare(data)
+        assert self._hash is not None
+        if self.offset + len(data) > elided.length:
+            cut = elided.length - self.offset
+            self.difference = Difference(
+                elided.length,
+                window(b"", None),
+                window(data[max(0, cut - CONTEXT) : cut], data[cut : cut + WINDOW]),
+                f"the recording has {elided.length} bytes, kept as their SHA-256",
+            )
+            return self.difference
+        self._hash.update(data)
+        kept = elided.kept - self.offset  # recorded bytes still to compare one by one
+        if kept > 0 and self._compare(data[:kept]) is not None:
+            return self.difference
+        self.offset += max(0, len(data) - max(kept, 0))
+        return None
+
+    def _compare(self, data: bytes) -> Difference | None:
         done = 0
         while done < len(data):
             if self._index >= len(self._chunks):  # the client sends more than was recorded
@@ -171,7 +181,7 @@ class ByteCheck:
                     window(self._recent, None),
                     f"the client ended after {self.offset} of the {self._elided.length} recorded bytes",
                 )
-            elif self._hash.hexdigest() != self._elided.sha256:
+            elif self._elided.sha256 is not None and self._hash.hexdigest() != self._elided.sha256:
                 self.difference = Difference(
                     0,
                     f"sha256:{self._elided.sha256}",
@@ -225,7 +235,9 @@ class RecordedStream:
     def bytes_before(self, seq: int) -> int:
         """Client DATA bytes recorded before the event numbered `seq` (of any call in the tunnel)."""
         count = bisect.bisect_left(self.client_seqs, seq)
-        return self.client_bytes[count - 1] if count else 0
+        kept = self.client_bytes[count - 1] if count else 0
+        mark = _mark_before(self.script.elided, seq)
+        return max(kept, mark.length) if mark is not None else kept
 
     def responses_before(self, seq: int) -> int:
         return sum(1 for r in self.script.responses if r.seq < seq)
@@ -247,6 +259,12 @@ def recorded_stream(script: Script, registry: Registry, names: dict[str, str]) -
         ends.append(ended)
     after_bytes = [cumulative[r.after_requests - 1] if r.after_requests else 0 for r in script.responses]
     after_end = [ends[r.after_requests - 1] if r.after_requests else False for r in script.responses]
+    if script.elided:  # the elided part of the upload: how far the recording said the client had got
+        for index, response in enumerate(script.responses):
+            mark = _mark_before(script.elided, response.seq)
+            if mark is not None:
+                after_bytes[index] = max(after_bytes[index], mark.length)
+                after_end[index] = after_end[index] or mark.closed
     seqs = list(script.request_seqs) if len(script.request_seqs) == len(decoded) else []
     return RecordedStream(
         script=script,
@@ -257,15 +275,26 @@ def recorded_stream(script: Script, registry: Registry, names: dict[str, str]) -
         client_bytes=cumulative if seqs else [],
         after_bytes=after_bytes,
         after_end=after_end,
-        elided=elided_of(script),
+        elided=elided_of(script, total),
     )
 
 
-def elided_of(script: Script) -> Elided | None:
-    note = script.elided
-    if not note:
+def _mark_before(marks: Sequence[ElidedMark], seq: int) -> ElidedMark | None:
+    """The last of `marks` before the event numbered `seq`."""
+    found = None
+    for mark in marks:
+        if mark.seq >= seq:
+            break
+        found = mark
+    return found
+
+
+def elided_of(script: Script, kept: int) -> Elided | None:
+    """What the recording kept of an elided upload; `kept`: its bytes in the recording (before elision began)."""
+    if not script.elided:
         return None
-    return Elided(int(note["length"]), str(note["sha256"]))
+    last = script.elided[-1]
+    return Elided(last.length, last.sha256, kept)
 
 
 @dataclass(eq=False)
@@ -350,7 +379,12 @@ class StreamBook:
 
     # ------------------------------------------------------------------------------------------ checking
 
-    def _checked(self, identity: StreamIdentity) -> bool:
+    def _checked(self, identity: StreamIdentity, recording: RecordedStream) -> bool:
+        if recording.elided is not None and recording.elided.sha256 is None:
+            self.unchecked.setdefault(
+                str(identity), "the recording stops before this upload ended, so it has no digest to check against"
+            )
+            return False
         if not self._check:
             self.unchecked.setdefault(str(identity), "--match order")
             return False
@@ -593,7 +627,8 @@ class StreamBook:
         first: Any = None,
     ) -> None:
         script = recording.script
-        check = ByteCheck(recording.client_chunks, recording.elided) if self._checked(live.identity) else None
+        checked = self._checked(live.identity, recording)
+        check = ByteCheck(recording.client_chunks, recording.elided) if checked else None
         reader = asyncio.create_task(self._read(live, check, context, first))
         timeout = self._unfinished_timeout if script.cut else None
         try:
