@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 from jumpstarter.driver import Driver
 
-from jsreplay.record.elision import DEFAULT_THRESHOLD
 from jsreplay.record import recording
+from jsreplay.record.elision import DEFAULT_THRESHOLD
 from jsreplay.testing.cluster import FakeCluster
 from jsreplay.testing.peers import ScenarioResult, default_drivers, run_client_scenario, run_exporter
 
