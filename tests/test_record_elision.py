@@ -40,9 +40,9 @@ def client_bytes(upload: bytes = UPLOAD, *, pad_every: int = 0) -> bytes:
     out += peer.headers(1, request_fields())
     out += peer.data(1, message(b""), end_stream=True)
     out += peer.headers(3, request_fields(ROUTER_STREAM, ("request", '{"kind":"resource","uuid":"u"}')))
-    body = b"".join(
-        message(stream_request(upload[i : i + CHUNK])) for i in range(0, len(upload), CHUNK)
-    ) + message(stream_request(b"", 2))
+    body = b"".join(message(stream_request(upload[i : i + CHUNK])) for i in range(0, len(upload), CHUNK)) + message(
+        stream_request(b"", 2)
+    )
     frames = [body[i : i + 16_000] for i in range(0, len(body), 16_000)]
     for index, piece in enumerate(frames):
         pad = 7 if pad_every and index % pad_every == 0 else None
@@ -76,7 +76,7 @@ def decoded(events: list[AnyEvent]):  # type: ignore[no-untyped-def]
 
 
 def upload_of(call) -> bytes:  # type: ignore[no-untyped-def]
-    payloads = [REQUEST.FromString(m)for m in call.requests]
+    payloads = [REQUEST.FromString(m) for m in call.requests]
     return b"".join(p.payload for p in payloads if p.frame_type == DATA)
 
 

@@ -66,13 +66,14 @@ def window(before: bytes, after: bytes | None) -> str:
 
 @dataclass(frozen=True)
 class Difference:
-    offset: int
+    offset: int | None  # None: somewhere (an elided upload's digest differs)
     recorded: str  # window() of the recorded side
     live: str
     note: str = ""
 
     def __str__(self) -> str:
-        text = f"at byte {self.offset}: recorded {self.recorded}, got {self.live}"
+        where = f"at byte {self.offset}" if self.offset is not None else "in its bytes"
+        text = f"{where}: recorded {self.recorded}, got {self.live}"
         return f"{text} ({self.note})" if self.note else text
 
 
@@ -183,7 +184,7 @@ class ByteCheck:
                 )
             elif self._elided.sha256 is not None and self._hash.hexdigest() != self._elided.sha256:
                 self.difference = Difference(
-                    0,
+                    None,
                     f"sha256:{self._elided.sha256}",
                     f"sha256:{self._hash.hexdigest()}",
                     f"same length ({self.offset} bytes) but other bytes; the recording kept only their SHA-256, "
