@@ -138,8 +138,8 @@ async def test_replay_checks_the_elided_upload_by_its_digest(recorded: tuple[Pat
     result, report = await replay_with(cassette, changed_copy(source, 2_500_000))
     reasons = " | ".join(m.reason for m in report.missed)
     assert re.search(
-        r"byte stream resource storage \(elided\.msgpack#\d+/stream \d+\) differs from the recording in its bytes: recorded "
-        r"sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64} \(same length \(3145728 bytes\)",
+        r"byte stream resource storage \(elided\.msgpack#\d+/stream \d+\) differs from the recording in its bytes: "
+        r"recorded sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64} \(same length \(3145728 bytes\)",
         reasons,
     ), reasons
 
