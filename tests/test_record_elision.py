@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 
+import click
 import pytest
 
 from jsreplay.cassette.model import AnyEvent, Call, CallStart, ClientMessage, Role, Status
+from jsreplay.cli.options import parse_size
 from jsreplay.protocol.registry import Registry
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, RouterFrameType
 from jsreplay.record.elision import Elision, ElisionConfig
@@ -165,3 +169,19 @@ def test_a_cut_recording_has_no_digest_and_replay_says_it_cannot_check() -> None
     events, _ = record(data[:cut_at], 5000, ElisionConfig(threshold=50_000))
     upload = decoded(events)[3]
     assert upload.elided and upload.elided[-1].sha256 is None
+
+
+def test_sizes_on_the_command_line() -> None:
+    assert parse_size("16MiB", what="--elide-above") == 16 << 20
+    assert parse_size("512 KiB", what="x") == 512 << 10 and parse_size("20000000", what="x") == 20_000_000
+    assert parse_size("1GiB", what="x") == 1 << 30 and parse_size("2mb", what="x") == 2_000_000
+    for bad in ("12XB", "-1", "1.5MiB", ""):
+        with pytest.raises(click.BadParameter, match="is not a size"):
+            parse_size(bad, what="--elide-above")
+    done = subprocess.run(
+        [sys.executable, "-m", "jsreplay", "record", "--upstream", "127.0.0.1:1", "--cassette", "x.msgpack",
+         "--elide-above", "12XB"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--elide-above: '12XB' is not a size" in done.stderr
+    assert "Traceback" not in done.stderr
