@@ -15,7 +15,7 @@ import sys
 import click
 import pytest
 
-from jsreplay.cassette.model import AnyEvent, Call, CallStart, ClientMessage, Role, Status
+from jsreplay.cassette.model import AnyEvent, Call, CallStart, ClientMessage, Role, ServerMessage, Status
 from jsreplay.cli.options import parse_size
 from jsreplay.protocol.registry import Registry
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, RouterFrameType
@@ -23,7 +23,7 @@ from jsreplay.record.elision import Elision, ElisionConfig
 from jsreplay.replay.streams import ByteCheck, Elided
 from jsreplay.session.tunnels import decode_router_call
 from jsreplay.tunnel.elided import ElidedSummary, elided_frame, parse_elided
-from tests.tunnel.frames import C2E, Peer, message, request_fields
+from tests.tunnel.frames import C2E, E2C, Peer, message, request_fields
 
 REGISTRY = Registry.default()
 REQUEST = REGISTRY.message_class(STREAM_REQUEST)
@@ -185,3 +185,22 @@ def test_sizes_on_the_command_line() -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "--elide-above: '12XB' is not a size" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_stream_the_exporter_answers_is_written_without_waiting() -> None:
+    # A console or a download: the exporter sends on the stream, so it is no upload; the hold ends there.
+    response = REGISTRY.message_class("jumpstarter.v1.StreamResponse")
+    elision = Elision.for_registry(ElisionConfig(threshold=1 << 20, hold_seconds=3600), REGISTRY)
+    client, exporter = Peer(C2E), Peer(E2C)
+    opened = (
+        client.start()
+        + client.headers(3, request_fields(ROUTER_STREAM))
+        + client.data(3, message(stream_request(b"x")))
+    )
+    written = elision.submit(CallStart(call_id=1, seq=0, t_ns=0, method=ROUTER_STREAM, role=Role.ROUTER))
+    written += elision.submit(ClientMessage(call_id=1, seq=1, t_ns=1, data=stream_request(opened)))
+    assert elision.holding and len(written) == 1  # the stream's fate is open: its bytes wait
+    answer = exporter.start() + exporter.data(3, message(b"y"))
+    reply = response(payload=answer, frame_type=DATA).SerializeToString()
+    written += elision.submit(ServerMessage(call_id=1, seq=2, t_ns=2, data=reply))
+    assert not elision.holding and [e.seq for e in written] == [0, 1, 2]

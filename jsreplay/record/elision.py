@@ -424,21 +424,52 @@ class _Rewriter(_Walker):
         return True
 
 
+class _Replies(_Walker):
+    """The exporter's side of the inner connection, by frame headers only: which streams it sent data on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preface = 0  # the server sends no preface
+        self.answered: set[int] = set()
+
+    def scan(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while pos < size:
+            if not self.in_frame:
+                take = min(9 - len(self.head), size - pos)
+                self.head += data[pos : pos + take]
+                pos += take
+                if len(self.head) < 9:
+                    return
+                self._start(bytes(self.head))
+                self.head.clear()
+                if self.frame_type == DATA and self.length:
+                    self.answered.add(self.stream_id)
+                if self.left == 0:
+                    self.in_frame = False
+                continue
+            take = min(self.left, size - pos)
+            pos += take
+            self.left -= take
+            if self.left == 0:
+                self.in_frame = False
+
+
 @dataclass(eq=False)
 class _Tunnel:
     """One recorded router stream: which of its directions is the client's, and its walkers."""
 
     scanner: _Scanner
     rewriter: _Rewriter
+    replies: _Replies = field(default_factory=_Replies)
     client_sends: bool | None = None  # this end's own messages carry the client's bytes; None: not known yet
 
     def client_bytes(
         self, event: ClientMessage | ServerMessage, parse_frame: Callable[[bool, bytes], Message]
     ) -> Message | None:
-        """The router frame of `event` if it carries the client's side of the inner connection."""
+        """The router frame of `event` if it carries the client's side of the inner connection (the exporter's
+        side goes to `replies`)."""
         sent = isinstance(event, ClientMessage)
-        if self.client_sends is not None and sent != self.client_sends:
-            return None
         frame = parse_frame(sent, event.data)
         if int(frame.frame_type) != _ROUTER_DATA:
             return None
@@ -447,9 +478,10 @@ class _Tunnel:
             if not payload:
                 return None
             self.client_sends = sent if payload[:1] == CONNECTION_PREFACE[:1] else not sent
-            if sent != self.client_sends:
-                return None
-        return frame
+        if sent == self.client_sends:
+            return frame
+        self.replies.scan(payload)
+        return None
 
 
 @dataclass(eq=False)
@@ -502,7 +534,7 @@ class Elision:
             if frame is not None:
                 held.tunnel, held.frame = tunnel, frame
                 held.marks = tunnel.scanner.scan(frame.payload)
-                self._decide(tunnel)
+            self._decide(tunnel)
         if isinstance(event, Status | Cancel) and tunnel is not None:
             for upload in tunnel.scanner.uploads.values():  # the tunnel ended: its streams with it
                 upload.end()
@@ -520,10 +552,15 @@ class Elision:
 
     def _decide(self, tunnel: _Tunnel) -> None:
         threshold = self.config.threshold
-        for upload in tunnel.scanner.uploads.values():
+        answered = tunnel.replies.answered
+        for stream_id, upload in tunnel.scanner.uploads.items():
             if upload.fate is Fate.ELIDE:
                 continue
             if upload.broken:
+                upload.fate = Fate.KEEP
+            elif upload.fate is Fate.UNDECIDED and stream_id in answered and upload.length <= (threshold or 0):
+                # The exporter sends on it: a console, a serial port, a download, not an upload. Written now (and
+                # elided from a message boundary on should it still pass the threshold).
                 upload.fate = Fate.KEEP
             elif threshold is not None and upload.length > threshold:
                 if upload.fate is Fate.KEEP:

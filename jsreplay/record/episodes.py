@@ -38,7 +38,8 @@ class EpisodeRecorder:
     ):
         registry = Registry.default()
         writer = CassetteWriter.append_to(cassette, redactor=Redactor(registry=registry) if redact else None)
-        self.recorder = Recorder(writer, Elision.for_registry(ElisionConfig(threshold=elide_above), registry))
+        elision = ElisionConfig(threshold=elide_above)
+        self.recorder = Recorder(writer, Elision.for_registry(elision, registry) if elide_above is not None else None)
         self._channels = UpstreamChannels(trust)
         self._handler = ForwardingHandler(
             recorder=self.recorder,

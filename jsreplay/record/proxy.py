@@ -127,8 +127,10 @@ class RecordingProxy(ServesEndpoint):
         except BaseException:
             bound.cleanup()
             raise
+        # Without a threshold nothing is elided: no hold, no following the tunnels.
         elision = ElisionConfig(threshold=config.elide_above)
-        self._recorder = Recorder(writer, Elision.for_registry(elision, self._registry))
+        elider = Elision.for_registry(elision, self._registry) if config.elide_above is not None else None
+        self._recorder = Recorder(writer, elider)
         self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses(), ca_pem=bound.ca_pem)
         self._handler = ForwardingHandler(
             recorder=self._recorder,
