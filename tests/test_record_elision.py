@@ -204,3 +204,12 @@ def test_a_stream_the_exporter_answers_is_written_without_waiting() -> None:
     reply = response(payload=answer, frame_type=DATA).SerializeToString()
     written += elision.submit(ServerMessage(call_id=1, seq=2, t_ns=2, data=reply))
     assert not elision.holding and [e.seq for e in written] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("cut", [7, 1000])
+def test_router_frames_keep_their_cuts_when_nothing_is_elided(cut: int) -> None:
+    # Frames are re-cut only where a stream is elided: otherwise every message is written as it came.
+    data = client_bytes()
+    events, _ = record(data, cut, ElisionConfig(threshold=len(UPLOAD) + 1))
+    chunks = [REQUEST.FromString(e.data).payload for e in events if isinstance(e, ClientMessage)]
+    assert chunks == [data[i : i + cut] for i in range(0, len(data), cut)]

@@ -292,6 +292,7 @@ class _Rewriter(_Walker):
         self._dropping = False  # the current frame's payload is dropped
         self._pad = -1  # a kept padded DATA frame's pad length, once read
         self._keep = -1  # a split frame's bytes still to keep before the rest is dropped
+        self._head_out = 0  # bytes of a frame header cut between messages already written as they came
         self.elided_bytes = 0
 
     def rewrite(self, data: bytes, marks: list[tuple[int, ElidedSummary]]) -> bytes | None:
@@ -314,14 +315,19 @@ class _Rewriter(_Walker):
                 self.head += view[pos : pos + take]
                 pos += take
                 if len(self.head) < 9:
-                    changed = True  # held until the rest of the header comes
+                    if self._may_elide():
+                        changed = True  # held until the rest of the header comes: it may change
+                    else:  # nothing to change: the bytes stay in the message they came in
+                        out += self.head[self._head_out :]
+                        self._head_out = len(self.head)
                     break
                 header = bytes(self.head)
                 self.head.clear()
                 self._start(header)
                 self._dropping = False
                 self._keep = -1
-                keep = self._kept_part(self.stream_id) if self.frame_type == DATA else -1
+                head_out, self._head_out = self._head_out, 0
+                keep = self._kept_part(self.stream_id) if self.frame_type == DATA and not head_out else -1
                 if keep == 0:
                     self._dropping = True
                     changed = True
@@ -331,7 +337,7 @@ class _Rewriter(_Walker):
                     changed = True
                     out += _HEADER.pack(keep >> 8, keep & 0xFF, DATA, 0, self.stream_id)
                 else:
-                    out += header
+                    out += header[head_out:]
                     self._pad = -1
                 if self.frame_type == HEADERS:
                     self._in_block = not self.flags & FLAG_END_HEADERS
@@ -369,6 +375,10 @@ class _Rewriter(_Walker):
             changed |= self._flush_pending(out)
         # A header held from the last message, or one held for the next, changes these bytes too.
         return bytes(out) if changed or out != data else None
+
+    def _may_elide(self) -> bool:
+        """Whether a frame of this connection may still be changed: some stream of it is (to be) elided."""
+        return bool(self._eliding) or any(u.fate is Fate.ELIDE and not u.ended for u in self._uploads.values())
 
     def _kept_part(self, stream_id: int) -> int:
         """How much of this DATA frame of `stream_id` is kept before the rest is emptied: 0 for all of it once the
