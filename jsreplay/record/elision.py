@@ -498,7 +498,8 @@ class _Tunnel:
 class _Held:
     event: AnyEvent
     tunnel: _Tunnel | None = None
-    frame: Message | None = None
+    carries: bool = False  # the client's side of the inner connection (parsed again when written: holding the
+    # parsed frame too would hold its payload twice)
     marks: list[tuple[int, ElidedSummary]] = field(default_factory=list)
 
 
@@ -542,7 +543,7 @@ class Elision:
             except Exception:  # a router frame that does not decode is recorded as it came
                 frame = None
             if frame is not None:
-                held.tunnel, held.frame = tunnel, frame
+                held.tunnel, held.carries = tunnel, True
                 held.marks = tunnel.scanner.scan(frame.payload)
             self._decide(tunnel)
         if isinstance(event, Status | Cancel) and tunnel is not None:
@@ -622,10 +623,11 @@ class Elision:
         return cls(config, parse_frame, request.FromString)
 
     def _rewritten(self, held: _Held) -> AnyEvent:
-        event, tunnel, frame = held.event, held.tunnel, held.frame
-        if tunnel is None or frame is None:
+        event, tunnel = held.event, held.tunnel
+        if tunnel is None or not held.carries:
             return event
         assert isinstance(event, ClientMessage | ServerMessage)
+        frame = self._parse_frame(isinstance(event, ClientMessage), event.data)
         before = tunnel.rewriter.elided_bytes
         payload = tunnel.rewriter.rewrite(frame.payload, held.marks)
         self.elided_bytes += tunnel.rewriter.elided_bytes - before
