@@ -100,9 +100,10 @@ def record_command(
         click.echo("jsreplay: warning: --no-redact: tokens and keys will be stored in the cassette", err=True)
     proxy = asyncio.run(run_until_stopped(config))
     stats = proxy.stats
+    shared = f" ({human_bytes(stats.shared_bytes)} of tunnel data, seen at both ends, stored once)"
     click.echo(
         f"jsreplay record: {stats.calls} calls ({stats.failed_calls} failed), {stats.events} events, "
-        f"{human_bytes(proxy.bytes_written)} written to {cassette}",
+        f"{human_bytes(proxy.bytes_written)} written to {cassette}{shared if stats.shared_bytes else ''}",
         err=True,
     )
     elided = proxy.elided

@@ -38,8 +38,10 @@ class EpisodeRecorder:
     ):
         registry = Registry.default()
         writer = CassetteWriter.append_to(cassette, redactor=Redactor(registry=registry) if redact else None)
+        # A format 1 cassette is appended to in format 1: no ELIDED frames, which an older reader would misread.
+        elide = elide_above is not None and writer.format_2
         elision = ElisionConfig(threshold=elide_above)
-        self.recorder = Recorder(writer, Elision.for_registry(elision, registry) if elide_above is not None else None)
+        self.recorder = Recorder(writer, Elision.for_registry(elision, registry) if elide else None)
         self._channels = UpstreamChannels(trust)
         self._handler = ForwardingHandler(
             recorder=self.recorder,

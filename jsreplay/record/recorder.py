@@ -7,6 +7,9 @@ recording stops, but forwarding goes on: the user's session is never broken by t
 It knows which calls are open: a call's end (status or cancel) is its last event, and `close()` is final. An
 event for a call that has already ended, or one that comes after `close()`, is not written (the proxy's stop
 ends every open call before it closes the recorder, so neither should happen; if one does, it is logged).
+
+A tunnel recorded from both ends stores its bytes once: as each event is written, `TunnelDedupe` finds the
+other end's copy of a router message, and the record refers to it (`dedupe=False` writes every copy).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from jsreplay.cassette.model import (
     ServerMessage,
     Status,
 )
+from jsreplay.record.dedupe import TunnelDedupe
 from jsreplay.record.elision import Elision
 
 log = logging.getLogger("jsreplay.record")
@@ -44,13 +48,16 @@ class RecorderStats:
     events: int = 0
     message_bytes: int = 0
     failed_calls: int = 0
+    shared_messages: int = 0  # router messages written as a reference to their other end's copy
+    shared_bytes: int = 0  # the data those references stand for
 
 
 class Recorder:
-    def __init__(self, writer: CassetteWriter, elision: Elision | None = None) -> None:
+    def __init__(self, writer: CassetteWriter, elision: Elision | None = None, *, dedupe: bool = True) -> None:
         self._writer = writer
-        self._elision = elision
+        self._elision = elision  # holds events back and rewrites them (big uploads); written in order after
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._dedupe = TunnelDedupe() if dedupe else None
         # Numbering goes on from where the cassette stops (0 and 1 for a new one; more when appending).
         self._t0 = time.monotonic_ns() - writer.resume.last_t_ns
         self._seq = writer.resume.next_seq
@@ -122,8 +129,18 @@ class Recorder:
     def _write(self, event: AnyEvent) -> None:
         if self.error is not None:
             return
+        dedupe = self._dedupe
         try:
-            self._writer.write(event)
+            if dedupe is None:
+                self._writer.write(event)
+            else:  # paired at write time, on the event written: events held back before this pair as they land
+                same_as = dedupe.before_write(event)
+                stored = self._writer.write(event, same_as=same_as)
+                record = self._writer.last_record
+                dedupe.after_write(stored, record)
+                if record.reference and same_as is not None:
+                    self.stats.shared_messages += 1
+                    self.stats.shared_bytes += len(same_as.data)
         except (OSError, CassetteError) as err:
             self.error = f"writing {self._writer.path} failed at event {self._seq}: {err}"
             log.error("%s; forwarding continues but nothing more is recorded", self.error)
