@@ -154,10 +154,25 @@ def main() -> None:
             f"{mode:10}{t['upload']:10.2f}{t['upload'] / direct['upload']:10.2f}"
             f"{t['download']:12.2f}{t['download'] / direct['download']:10.2f}"
         )
-    print(f"cassette: {results['cassette_mib']:.1f} MiB (download {args.mib} MiB, upload {args.mib} MiB)")
+    over = results["cassette_mib"] / args.mib - 1
+    print(
+        f"cassette: {results['cassette_mib']:.1f} MiB (download {args.mib} MiB, upload {args.mib} MiB): "
+        f"{over:+.2%} over the download (goal: +1%)"
+    )
     print(
         f"peak RSS: recorder {results['recorder_peak_mib']:.0f} MiB, replay server {results['replay_peak_mib']:.0f} MiB"
     )
+    record, replay = results["record"], results["replay"]
+    goals = {
+        "recording at least 0.5x direct throughput": all(record[k] <= 2 * direct[k] for k in direct),
+        "cassette at most the download + 1%": over <= 0.01,
+        "replay at least as fast as direct": all(replay[k] <= direct[k] for k in direct),
+        "recorder and replay server under 150 MB peak": max(results["recorder_peak_mib"], results["replay_peak_mib"])
+        * (1 << 20)
+        < 150e6,
+    }
+    for goal, met in goals.items():
+        print(f"goal: {goal}: {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
