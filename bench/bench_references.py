@@ -25,31 +25,12 @@ from functools import partial
 from pathlib import Path
 
 import msgpack
+from bench_hostile import header_bytes, small_records  # same cassettes of small records, from the same script dir
 
-from jsreplay.cassette import format as fmt
-from jsreplay.cassette.format import MAGIC, CassetteReader
+from jsreplay.cassette.format import CassetteReader
 from jsreplay.cassette.migrations import FORMAT_VERSION
-from jsreplay.cassette.model import Header, Redaction
 
 STREAM = "/jumpstarter.v1.RouterService/Stream"
-
-
-def header_bytes() -> bytes:
-    header = Header(format_version=FORMAT_VERSION, jsreplay_version="bench", created_unix_ns=0,
-                    upstreams=("127.0.0.1:1",), redaction=Redaction(enabled=False))  # fmt: skip
-    return MAGIC + msgpack.packb(fmt.header_to_record(header), use_bin_type=True)
-
-
-def small_records(path: Path, n: int) -> None:
-    packer = msgpack.Packer(use_bin_type=True)
-    with path.open("wb") as out:
-        out.write(header_bytes())
-        for i in range(n):
-            if i % 10 == 0:
-                meta = [["authorization", "x" * 20], ["a", "b"]]
-                out.write(packer.pack([1, i, i, i, "/a.B/C", "controller", meta, "peer", "tgt", None]))
-            else:
-                out.write(packer.pack([2, i, i, i, b"x" * 40] if i % 2 else [4, i, i, i, b"y" * 40, None]))
 
 
 def tunnel(path: Path, frames: int, frame_bytes: int, *, shared: bool) -> list[tuple[int, int]]:

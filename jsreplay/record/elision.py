@@ -137,6 +137,17 @@ class _Walker:
         self.frame_type = self.flags = self.stream_id = self.length = 0
         self.left = 0  # payload bytes of the current frame not seen yet
 
+    def _header(self, data: bytes | memoryview, pos: int) -> int:
+        """Take frame header bytes from `data` at `pos`; where the frame's payload starts, or -1 while the header is
+        not complete (its bytes so far are kept for the next chunk)."""
+        take = min(9 - len(self.head), len(data) - pos)
+        self.head += data[pos : pos + take]
+        if len(self.head) < 9:
+            return -1
+        self._start(bytes(self.head))
+        self.head.clear()
+        return pos + take
+
     def _start(self, header: bytes) -> None:
         high, low, self.frame_type, self.flags, stream_id = _HEADER.unpack(header)
         self.length = self.left = (high << 8) | low
@@ -186,13 +197,9 @@ class _Scanner(_Walker):
                 self.preface -= take
                 continue
             if not self.in_frame:
-                take = min(9 - len(self.head), size - pos)
-                self.head += data[pos : pos + take]
-                pos += take
-                if len(self.head) < 9:
+                pos = self._header(data, pos)
+                if pos < 0:
                     return
-                self._start(bytes(self.head))
-                self.head.clear()
                 self._pad = -1
                 self._frame.clear()
                 if self.left == 0:
@@ -446,13 +453,9 @@ class _Replies(_Walker):
         pos, size = 0, len(data)
         while pos < size:
             if not self.in_frame:
-                take = min(9 - len(self.head), size - pos)
-                self.head += data[pos : pos + take]
-                pos += take
-                if len(self.head) < 9:
+                pos = self._header(data, pos)
+                if pos < 0:
                     return
-                self._start(bytes(self.head))
-                self.head.clear()
                 if self.frame_type == DATA and self.length:
                     self.answered.add(self.stream_id)
                 if self.left == 0:
