@@ -108,6 +108,8 @@ def test_the_cassette_keeps_the_download_not_the_upload(recorded: tuple[Path, Pa
     as_json = json.loads(cli("show", "--format", "json", str(cassette)).stdout)
     inner = [c for call in as_json["calls"] for c in call.get("tunnel") or [] if "elided" in c]
     assert [c["elided"] for c in inner] == [{"length": UPLOAD_SIZE, "sha256": digest}]
+    page = cli("show", "--format", "html", str(cassette)).stdout  # the page's details data, which page.js shows
+    assert f'"elided":{{"length":{UPLOAD_SIZE},"sha256":"{digest}"}}' in page
     text = cli("textconv", str(cassette)).stdout
     assert re.search(rf"> \{{elided: \{{length: {UPLOAD_SIZE}, sha256: \"{digest}\"\}}\}}", text), text
 
