@@ -236,9 +236,11 @@ def test_newer_format_version_asks_for_an_upgrade(tmp_path: Path) -> None:
 
 
 def test_migration_chain_upgrades_header_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pretend the current format is 2 and version 1 stored client messages as hex text.
+    # Pretend the next format is current and this one stored client messages as hex text.
+    now = migrations.FORMAT_VERSION
+
     def header(h: dict[str, object]) -> dict[str, object]:
-        return {**h, "format_version": 2, "migrated": True}
+        return {**h, "format_version": now + 1, "migrated": True}
 
     def record(r: list[object]) -> list[object]:
         if r[0] == 2 and isinstance(r[4], str):
@@ -249,10 +251,11 @@ def test_migration_chain_upgrades_header_and_records(tmp_path: Path, monkeypatch
     head = fmt.header_to_record(make_header())
     old = [1, 1, 0, 0, "/a.B/C", "controller", [], "", "", None], [2, 1, 1, 5, "cafe"]
     path.write_bytes(MAGIC + b"".join(msgpack.packb(x, use_bin_type=True) for x in (head, *old)))
-    monkeypatch.setattr(migrations, "FORMAT_VERSION", 2)
-    monkeypatch.setattr(migrations, "MIGRATIONS", {1: migrations.Migration(header=header, record=record)})
+    monkeypatch.setattr(migrations, "FORMAT_VERSION", now + 1)
+    steps = {**migrations.MIGRATIONS, now: migrations.Migration(header=header, record=record)}
+    monkeypatch.setattr(migrations, "MIGRATIONS", steps)
     cassette = read_cassette(path)
-    assert cassette.header.format_version == 2
+    assert cassette.header.format_version == now + 1
     assert cassette.header.extra == {"migrated": True}
     assert cassette.events[1] == ClientMessage(call_id=1, seq=1, t_ns=5, data=b"\xca\xfe")
 

@@ -30,7 +30,6 @@ from jsreplay.cassette.errors import (
     TruncatedCassetteWarning,
     UnsupportedVersionError,
 )
-from jsreplay.cassette.migrations import Migration
 from jsreplay.cassette.model import (
     AnyEvent,
     CallStart,
@@ -126,6 +125,15 @@ def event_to_record(event: AnyEvent) -> list[Any]:
 
 class _Bad(Exception):
     """A record of the wrong shape; turned into CorruptCassetteError with the location attached."""
+
+
+class _Reference(_Bad):
+    """A message record whose data is a reference to an earlier record (format 2): `record_to_event` cannot
+    build it alone, the reader resolves it (`CassetteReader._dereferenced`). Raised, not returned, so that the
+    hot path pays nothing for it (and raised as the class, with no message to build: references are common)."""
+
+    def __str__(self) -> str:
+        return "a message refers to another record's data, which needs the reader"
 
 
 def _type_problem(value: Any, what: str) -> str:
@@ -318,9 +326,13 @@ def _record_to_event(record: Any) -> AnyEvent:
         raise _Bad(_type_problem(t_ns, "time offset"))
     if head == _CLIENT_MESSAGE:
         data = record[4]
+        if type(data) is list:
+            raise _Reference
         return _client_message(call_id, seq, t_ns, data if type(data) is bytes else _bytes(data, "message"))
     if head == _SERVER_MESSAGE:
         data, forwarded = record[4], record[5]
+        if type(data) is list:
+            raise _Reference
         return _server_message(
             call_id,
             seq,
@@ -369,6 +381,29 @@ def _record_to_event(record: Any) -> AnyEvent:
 # ---------------------------------------------------------------------------------------------------- writer
 
 
+# The first format whose message records may refer to another record's data instead of holding it.
+REFERENCES_VERSION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenRecord:
+    """Where the writer put a record, and whether it is a message that refers to another record's data."""
+
+    offset: int
+    length: int
+    reference: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message record in the file, written with its data: what a later record may refer to instead of
+    holding the same bytes (`CassetteWriter.write(event, same_as=...)`)."""
+
+    offset: int
+    length: int
+    data: bytes  # as stored: redacted
+
+
 @dataclass(frozen=True)
 class Resume:
     """Where a writer's numbering continues: the next call id and sequence number, and the last time offset."""
@@ -384,6 +419,9 @@ class CassetteWriter:
     A new file is created 0600 (cassettes can hold request data even when redacted). Each event is one
     `os.write`, so what the kernel has is always whole events up to the one in flight. `append_to` continues an
     existing cassette (replay's `new_episodes` mode).
+
+    A message may be written as a reference to an earlier message record with the same stored data (`same_as`;
+    `last_record` says where each record went): the two ends of a tunnel then store its bytes once.
     """
 
     def __init__(
@@ -406,6 +444,13 @@ class CassetteWriter:
         except OSError as err:
             raise CassetteError(self.path, f"cannot create: {err.strerror}") from None
         self._write(MAGIC + self._packer.pack(header_to_record(header)))
+        self._events_start = self._end
+        self._references = header.format_version >= REFERENCES_VERSION
+
+    @property
+    def format_2(self) -> bool:
+        """The file's format has references and elided uploads (2 and later); an older one is appended to as is."""
+        return self._references
 
     def _setup(self, path: str | Path, redactor: Redactor | None) -> None:
         self.path = Path(path)
@@ -415,7 +460,12 @@ class CassetteWriter:
         self._fd = None
         self.events_written = 0
         self.bytes_written = 0
+        self.references_written = 0
         self.resume = Resume()
+        self._end = 0  # the file's size: where the next record goes
+        self._events_start = 0  # where the first event record is: no reference points before it
+        self._references = False  # whether the file's format has references (an older one is appended to as is)
+        self._last = (0, 0, False)
 
     @classmethod
     def append_to(cls, path: str | Path, *, redactor: Redactor | None) -> CassetteWriter:
@@ -432,14 +482,19 @@ class CassetteWriter:
                     next_seq = max(next_seq, event.seq + 1)
                     last_t_ns = max(last_t_ns, event.t_ns)
                 truncated_at = reader.truncated_at
+                events_start = reader.events_start
+                version = reader.header.format_version
         writer = cls.__new__(cls)
         writer._setup(path, redactor)
         try:
             writer._fd = os.open(writer.path, os.O_WRONLY | os.O_APPEND)
             if truncated_at is not None:
                 os.ftruncate(writer._fd, truncated_at)
+            writer._end = os.fstat(writer._fd).st_size
         except OSError as err:
             raise CassetteError(writer.path, f"cannot append: {err.strerror}") from None
+        writer._events_start = events_start
+        writer._references = version >= REFERENCES_VERSION
         writer.resume = Resume(next_call_id=next_call_id, next_seq=next_seq, last_t_ns=last_t_ns)
         return writer
 
@@ -451,16 +506,47 @@ class CassetteWriter:
             n = os.write(self._fd, view)
             view = view[n:]
         self.bytes_written += len(data)
+        self._end += len(data)
 
-    def write(self, event: AnyEvent) -> AnyEvent:
-        """Redact and append one event; returns the event as stored."""
+    def write(self, event: AnyEvent, *, same_as: StoredMessage | None = None) -> AnyEvent:
+        """Redact and append one event; returns the event as stored (with its data, even when the record refers
+        to `same_as` for it). `same_as`: a message record of this file, as `last_record` and the stored event
+        told it, whose data a message event may repeat: when the event's data as stored is the same bytes, the
+        record holds a reference to it instead (only in a format that has references). Refer to a record at most
+        once: a reader refuses references that resolve to more bytes than the file holds before them."""
         if isinstance(event, CallStart):
             self._methods[event.call_id] = event.method
         if self._redactor is not None:
             event = self._redactor.redact(event, self._methods.get(event.call_id, ""))
-        self._write(self._packer.pack(event_to_record(event)))
+        record = event_to_record(event)
+        reference = False
+        if same_as is not None and self._may_refer(event, same_as):
+            record[4] = [same_as.offset, same_as.length]
+            reference = True
+        packed = self._packer.pack(record)
+        self._last = (self._end, len(packed), reference)
+        self._write(packed)
         self.events_written += 1
+        self.references_written += int(reference)
         return event
+
+    def _may_refer(self, event: AnyEvent, target: StoredMessage) -> bool:
+        """The event is a message whose stored data is the target's, and the target is an event record that
+        ends before this one starts (what the reader checks, so a bad `same_as` cannot make a bad file)."""
+        return (
+            self._references
+            and isinstance(event, ClientMessage | ServerMessage)
+            and self._events_start <= target.offset
+            and 0 < target.length <= MAX_RECORD_BYTES
+            and target.offset + target.length <= self._end
+            and event.data == target.data
+        )
+
+    @property
+    def last_record(self) -> WrittenRecord:
+        """Where the last `write` put its record (before any write: offset 0, length 0)."""
+        offset, length, reference = self._last
+        return WrittenRecord(offset=offset, length=length, reference=reference)
 
     def close(self, *, sync: bool = True) -> None:
         if self._fd is None:
@@ -488,6 +574,9 @@ class CassetteReader:
     The header is read on open. Iterating yields events in file order; when the file ends inside a record,
     iteration stops, `truncated_at` is set to that record's byte offset and a `TruncatedCassetteWarning` says
     how many events survived.
+
+    A message record that refers to an earlier record's data (format 2) is resolved as it is read (one `pread`
+    of that record), so every reader sees whole messages.
     """
 
     def __init__(self, path: str | Path, *, chunk_size: int = READ_CHUNK) -> None:
@@ -508,9 +597,17 @@ class CassetteReader:
         except BaseException:
             self._file.close()
             raise
-        self._migrations: list[Migration] = (
-            migrations.chain(self._version) if self._version < migrations.FORMAT_VERSION else []
-        )
+        # Upgrades of records; steps that leave records as they are cost the hot loop nothing.
+        self._upgrades: list[Callable[[list[Any]], list[Any]]] = [
+            m.record
+            for m in (migrations.chain(self._version) if self._version < migrations.FORMAT_VERSION else [])
+            if m.record is not None
+        ]
+        self._references = self._version >= REFERENCES_VERSION
+        # Data that references resolved to while streaming. Each record is referred to at most once, so this
+        # never passes the file's size before the record being read: a file cannot make a whole-cassette read
+        # (read_cassette) hold more than about twice its size.
+        self._resolved_bytes = 0
 
     def _new_unpacker(self) -> msgpack.Unpacker:
         self._limits = _Limits()
@@ -581,6 +678,7 @@ class CassetteReader:
             except Exception as err:
                 raise CorruptCassetteError(self.path, f"cannot upgrade the header: {err}", offset=len(MAGIC)) from None
         self._version = version if type(version) is int else migrations.FORMAT_VERSION
+        self.events_start = self._offset()  # where the first event record is
         try:
             header = record_to_header(record)
         except _Bad as err:
@@ -601,7 +699,7 @@ class CassetteReader:
         """Like iterating the reader, with each event's record offset in the file (for `read_events_at`)."""
         # The hot loop of show and diff: _next_object and _decode inlined.
         unpacker = self._unpacker
-        chain = self._migrations
+        chain = self._upgrades
         objects_left = self._objects_left
         self._events_started = True
         while True:
@@ -622,9 +720,11 @@ class CassetteReader:
                 raise _record_too_large(self.path, offset, self.events_read)
             self._consumed = consumed
             try:
-                for migration in chain:
-                    record = migration.record(record)
+                for upgrade in chain:
+                    record = upgrade(record)
                 event = record_to_event(record)
+            except _Reference:
+                event = self._dereferenced(record, offset, self.events_read, stream=True)
             except _Bad as err:
                 raise CorruptCassetteError(self.path, str(err), offset=offset, event=self.events_read) from None
             except Exception as err:
@@ -703,13 +803,74 @@ class CassetteReader:
     def _decode(self, record: Any, offset: int, index: int | None) -> AnyEvent:
         """A record as an event: this file's migrations, then the event's shape (the stream's loop inlines this)."""
         try:
-            for migration in self._migrations:
-                record = migration.record(record)
+            for upgrade in self._upgrades:
+                record = upgrade(record)
             return record_to_event(record)
+        except _Reference:
+            pass  # resolved below, outside this handler (its errors are not "cannot upgrade")
         except _Bad as err:
             raise CorruptCassetteError(self.path, str(err), offset=offset, event=index) from None
         except Exception as err:
             raise CorruptCassetteError(self.path, f"cannot upgrade record: {err}", offset=offset, event=index) from None
+        return self._dereferenced(record, offset, index, stream=False)
+
+    def _dereferenced(self, record: list[Any], offset: int, index: int | None, *, stream: bool) -> AnyEvent:
+        """A message record (upgraded, shape checked up to its data) whose data is `[offset, length]` of an
+        earlier message record: the event, with that record's data. One `pread`; no chains, so no loops."""
+        ref = record[4]
+        if not (len(ref) == 2 and type(ref[0]) is int and type(ref[1]) is int) or not self._references:
+            raise self._bad_reference(ref, offset, index) from None  # (called while handling _Reference)
+        target, length = ref
+        if not (self.events_start <= target and 0 < length <= MAX_RECORD_BYTES and target + length <= offset):
+            raise self._bad_reference(ref, offset, index) from None
+        raw = os.pread(self._file.fileno(), length, target)
+        self._objects_left[0] = MAX_RECORD_OBJECTS  # the referring record's objects were counted as it was read
+        try:
+            if len(raw) != length:
+                raise _Bad("cut off (the file changed?)")
+            shared = msgpack.unpackb(raw, **self._limits.options)
+            for upgrade in self._upgrades:
+                shared = upgrade(shared)
+            referred = record_to_event(shared)
+        except _Reference:
+            raise self._bad_reference(ref, offset, index, "itself a reference") from None
+        except _TooManyObjects:
+            raise self._bad_reference(ref, offset, index, "too many objects for a record") from None
+        except Exception as err:  # not one whole record, malformed, of the wrong shape
+            raise self._bad_reference(ref, offset, index, f"not one whole event record: {err}") from None
+        if type(referred) is not ClientMessage and type(referred) is not ServerMessage:
+            raise self._bad_reference(ref, offset, index, f"a {referred.kind.name}, not a message") from None
+        data = referred.data
+        if stream:
+            self._resolved_bytes += len(data)
+            if self._resolved_bytes > offset:
+                raise CorruptCassetteError(
+                    self.path,
+                    "message references resolve to more bytes than the file holds before them "
+                    "(a record referred to more than once)",
+                    offset=offset,
+                    event=index,
+                ) from None
+        try:
+            return record_to_event([*record[:4], data, *record[5:]])
+        except _Bad as err:
+            raise CorruptCassetteError(self.path, str(err), offset=offset, event=index) from None
+
+    def _bad_reference(self, ref: Any, offset: int, index: int | None, what: str = "") -> CorruptCassetteError:
+        """What is wrong with the message reference `ref` of the record at `offset` (`what`: about its target)."""
+        if not self._references:
+            problem = f"a message refers to another record, which format {self._version} does not have"
+        elif not (len(ref) == 2 and type(ref[0]) is int and type(ref[1]) is int):
+            problem = "a message reference must be [offset, length], two integers"
+        elif ref[0] >= offset:
+            problem = f"a message refers forward, to byte {ref[0]}: only earlier records can be referred to"
+        elif ref[0] < self.events_start:
+            problem = f"a message refers to byte {ref[0]}, which is not in the file's events"
+        elif what:
+            problem = f"a message refers to the {ref[1]} bytes at byte {ref[0]}: {what}"
+        else:
+            problem = f"a message refers to the {ref[1]} bytes at byte {ref[0]}, which are not a record before this one"
+        return CorruptCassetteError(self.path, problem, offset=offset, event=index)
 
     def close(self) -> None:
         self._file.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,3 +135,36 @@ def upstream_trust(upstream_ca: Path | None, upstream_insecure: bool) -> Upstrea
     if upstream_ca is not None and upstream_insecure:
         raise click.UsageError("--upstream-ca and --upstream-insecure are alternatives")
     return UpstreamTrust(ca_pem=upstream_ca.read_bytes() if upstream_ca else None, insecure=upstream_insecure)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+
+
+def parse_size(text: str, *, what: str) -> int:
+    """`16MiB`, `512KiB`, `1GiB`, `20MB` or plain bytes; click.BadParameter says what is wrong."""
+    found = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in _SIZE_UNITS:
+        raise click.BadParameter(f"{text!r} is not a size (examples: 16MiB, 512KiB, 1GiB, 20000000)", param_hint=what)
+    return int(found.group(1)) * _SIZE_UNITS[unit]
+
+
+def elision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--elide-above / --keep-payloads: how big uploads are recorded (record, and replay --mode once/all)."""
+    fn = click.option(
+        "--keep-payloads",
+        is_flag=True,
+        help="Keep every byte of every upload in the cassette (no elision; verify can then send them all).",
+    )(fn)
+    return click.option(
+        "--elide-above",
+        default="16MiB",
+        show_default=True,
+        metavar="SIZE",
+        help="Keep an upload (client-to-exporter byte stream) bigger than this as its length and SHA-256 only; "
+        "replay still checks it, verify cannot send it.",
+    )(fn)
+
+
+def elision_threshold(elide_above: str, keep_payloads: bool) -> int | None:
+    return None if keep_payloads else parse_size(elide_above, what="--elide-above")

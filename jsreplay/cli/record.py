@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from jsreplay.cli.options import listen_options, listen_tls_options, schema_option, upstream_options, upstream_trust
+from jsreplay.cli.options import (
+    elision_options,
+    elision_threshold,
+    listen_options,
+    listen_tls_options,
+    schema_option,
+    upstream_options,
+    upstream_trust,
+)
 from jsreplay.cli.progress import human_bytes
 from jsreplay.cli.recording import run_until_stopped
 from jsreplay.record import RecordConfig
@@ -40,6 +48,7 @@ from jsreplay.serving import parse_hostport
     help="Also redact this metadata key, e.g. x-my-secret (repeatable).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing cassette.")
+@elision_options
 @schema_option("The schema the peers speak, embedded in the cassette: union (default), v0.9.0, head, or a path.")
 def record_command(
     upstream: str,
@@ -56,6 +65,8 @@ def record_command(
     redact_fields: tuple[str, ...],
     redact_metadata: tuple[str, ...],
     overwrite: bool,
+    elide_above: str,
+    keep_payloads: bool,
     schema: bytes | None,
 ) -> None:
     """Forward everything to a real controller/router and record it to a cassette.
@@ -67,6 +78,7 @@ def record_command(
     without --overwrite, an address that cannot be bound, a recording that failed).
     """
     parse_hostport(upstream, what="--upstream")
+    threshold = elision_threshold(elide_above, keep_payloads)
     for path in redact_fields:
         if path.count(".") < 2:
             raise click.UsageError(f"--redact-field {path!r}: expected package.Message.field")
@@ -82,16 +94,25 @@ def record_command(
         overwrite=overwrite,
         schema=schema,
         redact_metadata=tuple(key.lower() for key in redact_metadata),
+        elide_above=threshold,
     )
     if no_redact:
         click.echo("jsreplay: warning: --no-redact: tokens and keys will be stored in the cassette", err=True)
     proxy = asyncio.run(run_until_stopped(config))
     stats = proxy.stats
+    shared = f" ({human_bytes(stats.shared_bytes)} of tunnel data, seen at both ends, stored once)"
     click.echo(
         f"jsreplay record: {stats.calls} calls ({stats.failed_calls} failed), {stats.events} events, "
-        f"{human_bytes(proxy.bytes_written)} written to {cassette}",
+        f"{human_bytes(proxy.bytes_written)} written to {cassette}{shared if stats.shared_bytes else ''}",
         err=True,
     )
+    elided = proxy.elided
+    if elided is not None and elided[0]:
+        click.echo(
+            f"jsreplay record: {elided[0]} upload(s) above {human_bytes(threshold or 0)} kept as length and SHA-256 "
+            f"({human_bytes(elided[1])} of HTTP/2 data not stored; --keep-payloads keeps them)",
+            err=True,
+        )
     unknown = proxy.unknown_fields
     if unknown:
         where = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in unknown.items())

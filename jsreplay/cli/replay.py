@@ -14,6 +14,8 @@ import click
 
 from jsreplay.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 from jsreplay.cli.options import (
+    elision_options,
+    elision_threshold,
     ignore_option,
     listen_options,
     listen_tls_options,
@@ -136,6 +138,7 @@ def _spec_option(name: str, parse: Callable[[str], object], metavar: str, help: 
 )
 @click.option("--upstream", metavar="HOST:PORT", help="The real controller, for --mode once, new_episodes and all.")
 @upstream_options
+@elision_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report.")
 @click.option(
     "--coverage",
@@ -192,6 +195,8 @@ def replay_command(
     upstream: str | None,
     upstream_ca: Path | None,
     upstream_insecure: bool,
+    elide_above: str,
+    keep_payloads: bool,
     report_file: Path | None,
     coverage_file: Path | None,
     fail_unused: bool,
@@ -209,6 +214,7 @@ def replay_command(
     end in a cut cassette, tunnel input that does not parse). Injected faults are never misses.
     """
     tls = listen_tls_options(tls_cert, tls_key, ca_out, plaintext, listen=listen)
+    threshold = elision_threshold(elide_above, keep_payloads)
     record_mode = RecordMode(mode)
     record = record_mode.records(missing=not all(c.exists() for c in cassettes))
     if record_mode.needs_upstream and upstream is None:
@@ -217,7 +223,9 @@ def replay_command(
         if len(cassettes) != 1:
             raise click.UsageError(f"--mode {mode} records into one cassette; {len(cassettes)} given")
         assert upstream is not None
-        _record_instead(cassettes[0], upstream, upstream_ca, upstream_insecure, listen, advertise, tls, record_mode)
+        _record_instead(
+            cassettes[0], upstream, upstream_ca, upstream_insecure, listen, advertise, tls, record_mode, threshold
+        )
         return
     missing = [str(c) for c in cassettes if not c.exists()]
     if missing:
@@ -244,7 +252,9 @@ def replay_command(
         cassette, target = cassettes[0], upstream
 
         def fallback(advertise: str) -> Fallback:
-            return EpisodeRecorder(cassette, upstream=target, trust=trust, advertise=advertise, listen=listen)
+            return EpisodeRecorder(
+                cassette, upstream=target, trust=trust, advertise=advertise, listen=listen, elide_above=threshold
+            )
 
     report, child_code = asyncio.run(_serve(config, exec_command, fallback))
     if report_file is not None:
@@ -287,6 +297,7 @@ def _record_instead(
     advertise: str | None,
     tls: ListenTLS,
     mode: RecordMode,
+    elide_above: int | None,
 ) -> None:
     click.echo(f"jsreplay replay: --mode {mode.value}: recording {cassette} from {upstream}", err=True)
     config = RecordConfig(
@@ -297,6 +308,7 @@ def _record_instead(
         upstream_trust=upstream_trust(upstream_ca, upstream_insecure),
         tls=tls,
         overwrite=mode.overwrites,
+        elide_above=elide_above,
     )
     proxy = asyncio.run(run_recorder(config))
     if proxy.error:

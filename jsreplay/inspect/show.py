@@ -185,6 +185,8 @@ def _call_lines(
         yield f"{body}trailing metadata: {_metadata_text(call.trailing_metadata)}"
     if call.end.kind is EndKind.STATUS and call.end.status != "OK" and call.end.details:
         yield f"{body}details: {call.end.details}"
+    if call.elided is not None:
+        yield f"{body}upload kept as length and digest only: {call.elided.text()}"
     stream = call.stream
     if stream is not None:
         yield from _tunnel_lines(call, stream, body, options, view, memo)
@@ -304,7 +306,7 @@ def _stream_json(stream: RouterStream) -> dict[str, Any]:
 def call_to_json(call: ViewCall, raw: bool = False, _render: _JsonRender | None = None) -> dict[str, Any]:
     render = _render or _JsonRender()
     router = call.stream is not None
-    return {
+    out = {
         "id": call.id,
         "method": call.method,
         "short_method": call.short_method,
@@ -327,6 +329,9 @@ def call_to_json(call: ViewCall, raw: bool = False, _render: _JsonRender | None 
         "stream": _stream_json(call.stream) if call.stream is not None else None,
         "tunnel": [call_to_json(c, raw, render) for c in call.inner] if call.inner is not None else None,
     }
+    if call.elided is not None:  # only then: the key is new in format 2
+        out["elided"] = {"length": call.elided.length, "sha256": call.elided.sha256}
+    return out
 
 
 def view_to_json(view: CassetteView, name: str, options: ShowOptions | None = None) -> dict[str, Any]:

@@ -117,6 +117,18 @@ class RouterStream:
     error: str | None = None  # why decoding stopped early
 
 
+@dataclass(frozen=True)
+class ElidedUpload:
+    """An inner byte stream whose client bytes the recording kept as length and SHA-256 only (from some byte on)."""
+
+    length: int  # client bytes in all
+    sha256: str | None  # None: the recording stops before the upload ended
+
+    def text(self) -> str:
+        digest = f"sha256:{self.sha256}" if self.sha256 else "no digest (the recording stops before its end)"
+        return f"{self.length} bytes, {digest}"
+
+
 @dataclass
 class ViewCall:
     """A call, outer or inner, in the shape show/diff/textconv use.
@@ -141,6 +153,7 @@ class ViewCall:
     span: tuple[int, int] = (0, 0)  # (start, end) for ordering and overlap; see the class docstring
     stream: RouterStream | None = None  # router calls
     inner: list[ViewCall] | None = None  # the tunnel's inner calls, on the call that holds them
+    elided: ElidedUpload | None = None  # an inner byte stream's upload, not kept whole
 
     @property
     def short_method(self) -> str:
@@ -366,6 +379,7 @@ def _inner_view(decoder: _MessageDecoder, inner: InnerCall) -> ViewCall:
         responses=[message(response_type, m.data, m.compressed) for m in inner.response_messages],
         timeout_ns=None if inner.timeout is None else int(inner.timeout * 1e9),
         span=(inner.opened_seq, end_seq),
+        elided=ElidedUpload(inner.elided[-1].length, inner.elided[-1].sha256) if inner.elided else None,
     )
 
 

@@ -10,6 +10,7 @@ import grpc
 from jsreplay.cassette.format import CassetteWriter
 from jsreplay.cassette.redaction import Redactor
 from jsreplay.protocol.registry import Registry, StreamKind
+from jsreplay.record.elision import DEFAULT_THRESHOLD, Elision, ElisionConfig
 from jsreplay.record.forward import ForwardingHandler
 from jsreplay.record.recorder import Recorder
 from jsreplay.record.routing import RouterTable
@@ -33,10 +34,14 @@ class EpisodeRecorder:
         advertise: str,
         listen: str | None = None,
         redact: bool = True,
+        elide_above: int | None = DEFAULT_THRESHOLD,
     ):
         registry = Registry.default()
         writer = CassetteWriter.append_to(cassette, redactor=Redactor(registry=registry) if redact else None)
-        self.recorder = Recorder(writer)
+        # A format 1 cassette is appended to in format 1: no ELIDED frames, which an older reader would misread.
+        elide = elide_above is not None and writer.format_2
+        elision = ElisionConfig(threshold=elide_above)
+        self.recorder = Recorder(writer, Elision.for_registry(elision, registry) if elide else None)
         self._channels = UpstreamChannels(trust)
         self._handler = ForwardingHandler(
             recorder=self.recorder,

@@ -18,6 +18,7 @@ from jsreplay.cassette.model import Header, Redaction
 from jsreplay.cassette.redaction import DEFAULT_FIELDS, DEFAULT_METADATA_KEYS, Redactor
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
+from jsreplay.record.elision import DEFAULT_THRESHOLD, Elision, ElisionConfig
 from jsreplay.record.forward import ForwardingHandler
 from jsreplay.record.recorder import Recorder, RecorderStats
 from jsreplay.record.routing import RouterTable
@@ -43,6 +44,8 @@ class RecordConfig:
     overwrite: bool = False
     schema: bytes | None = None  # the schema to record with (embedded in the header); default: the union
     redact_metadata: tuple[str, ...] = ()  # more metadata keys to redact (--redact-metadata)
+    # Client-to-exporter byte streams above this many bytes are kept as length and SHA-256 (None: keep all).
+    elide_above: int | None = DEFAULT_THRESHOLD
 
 
 class RecordingProxy(ServesEndpoint):
@@ -71,6 +74,12 @@ class RecordingProxy(ServesEndpoint):
     @property
     def bytes_written(self) -> int:
         return self._require_recorder().bytes_written
+
+    @property
+    def elided(self) -> tuple[int, int] | None:
+        """Uploads kept as length and digest, and the HTTP/2 DATA bytes not stored (None: elision is off)."""
+        elision = self._require_recorder().elision
+        return None if elision is None else (elision.elided_streams, elision.elided_bytes)
 
     @property
     def error(self) -> str | None:
@@ -118,7 +127,10 @@ class RecordingProxy(ServesEndpoint):
         except BaseException:
             bound.cleanup()
             raise
-        self._recorder = Recorder(writer)
+        # Without a threshold nothing is elided: no hold, no following the tunnels.
+        elision = ElisionConfig(threshold=config.elide_above)
+        elider = Elision.for_registry(elision, self._registry) if config.elide_above is not None else None
+        self._recorder = Recorder(writer, elider)
         self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses(), ca_pem=bound.ca_pem)
         self._handler = ForwardingHandler(
             recorder=self._recorder,
@@ -185,6 +197,7 @@ async def recording(
     overwrite: bool = False,
     schema: bytes | None = None,
     redact_metadata: Iterable[str] = (),
+    elide_above: int | None = DEFAULT_THRESHOLD,
 ) -> AsyncIterator[RecordingProxy]:
     """Run a recording proxy for the duration of the block::
 
@@ -204,6 +217,7 @@ async def recording(
             overwrite=overwrite,
             schema=schema,
             redact_metadata=tuple(k.lower() for k in redact_metadata),
+            elide_above=elide_above,
         )
     )
     await proxy.start()

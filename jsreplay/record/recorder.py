@@ -7,10 +7,14 @@ recording stops, but forwarding goes on: the user's session is never broken by t
 It knows which calls are open: a call's end (status or cancel) is its last event, and `close()` is final. An
 event for a call that has already ended, or one that comes after `close()`, is not written (the proxy's stop
 ends every open call before it closes the recorder, so neither should happen; if one does, it is logged).
+
+A tunnel recorded from both ends stores its bytes once: as each event is written, `TunnelDedupe` finds the
+other end's copy of a router message, and the record refers to it (`dedupe=False` writes every copy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +34,8 @@ from jsreplay.cassette.model import (
     ServerMessage,
     Status,
 )
+from jsreplay.record.dedupe import TunnelDedupe
+from jsreplay.record.elision import Elision
 
 log = logging.getLogger("jsreplay.record")
 
@@ -42,11 +48,16 @@ class RecorderStats:
     events: int = 0
     message_bytes: int = 0
     failed_calls: int = 0
+    shared_messages: int = 0  # router messages written as a reference to their other end's copy
+    shared_bytes: int = 0  # the data those references stand for
 
 
 class Recorder:
-    def __init__(self, writer: CassetteWriter) -> None:
+    def __init__(self, writer: CassetteWriter, elision: Elision | None = None, *, dedupe: bool = True) -> None:
         self._writer = writer
+        self._elision = elision  # holds events back and rewrites them (big uploads); written in order after
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._dedupe = TunnelDedupe() if dedupe else None
         # Numbering goes on from where the cassette stops (0 and 1 for a new one; more when appending).
         self._t0 = time.monotonic_ns() - writer.resume.last_t_ns
         self._seq = writer.resume.next_seq
@@ -64,6 +75,10 @@ class Recorder:
     @property
     def bytes_written(self) -> int:
         return self._writer.bytes_written
+
+    @property
+    def elision(self) -> Elision | None:
+        return self._elision
 
     @property
     def closed(self) -> bool:
@@ -84,10 +99,48 @@ class Recorder:
         return False
 
     def _emit(self, event: AnyEvent) -> None:
+        elision = self._elision
+        if elision is None:
+            self._write(event)
+            return
+        for ready in elision.submit(event):
+            self._write(ready)
+        if elision.holding and self._hold_timer is None:
+            self._arm_hold_timer()
+
+    def _arm_hold_timer(self) -> None:
+        """Held events are written within the hold's time limit even if nothing else happens meanwhile."""
+        assert self._elision is not None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop (a test driving the recorder directly): the next event releases them
+            return
+        self._hold_timer = loop.call_later(self._elision.config.hold_seconds + 0.05, self._hold_expired)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        if self._elision is None or self._closed:
+            return
+        for ready in self._elision.expire():
+            self._write(ready)
+        if self._elision.holding:
+            self._arm_hold_timer()
+
+    def _write(self, event: AnyEvent) -> None:
         if self.error is not None:
             return
+        dedupe = self._dedupe
         try:
-            self._writer.write(event)
+            if dedupe is None:
+                self._writer.write(event)
+            else:  # paired at write time, on the event written: events held back before this pair as they land
+                same_as = dedupe.before_write(event)
+                stored = self._writer.write(event, same_as=same_as)
+                record = self._writer.last_record
+                dedupe.after_write(stored, record)
+                if record.reference and same_as is not None:
+                    self.stats.shared_messages += 1
+                    self.stats.shared_bytes += len(same_as.data)
         except (OSError, CassetteError) as err:
             self.error = f"writing {self._writer.path} failed at event {self._seq}: {err}"
             log.error("%s; forwarding continues but nothing more is recorded", self.error)
@@ -181,6 +234,12 @@ class Recorder:
         """Close the cassette. Calls still open stay without an end: end them first (the proxy's stop does)."""
         if self._closed:
             return
+        if self._elision is not None:
+            for ready in self._elision.flush():
+                self._write(ready)
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         self._closed = True
         if self._open:
             log.warning("closing the recording with %d calls still open: %s", len(self._open), self.open_calls())

@@ -16,10 +16,10 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, overload
+from typing import overload
 
 from jsreplay.cassette.errors import CorruptCassetteError
 from jsreplay.cassette.model import (
@@ -32,7 +32,7 @@ from jsreplay.cassette.model import (
 )
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.records import RecordFile
-from jsreplay.tunnel.calls import InnerCall, InnerMessage
+from jsreplay.tunnel.calls import ElidedMark, InnerCall, InnerMessage
 from jsreplay.tunnel.events import Spans, application_metadata
 
 
@@ -230,10 +230,11 @@ class Script:
     # this says where the cassette ends. Replay answers such a call as far as recorded, then fails it.
     cut: str = ""
     # Inner calls: the request metadata (a byte stream's identity is in it) and each request's seq (byte-level
-    # causal order across calls); `elided`: a byte stream whose client bytes were kept as length and SHA-256 only.
+    # causal order across calls); `elided`: a byte stream whose client bytes were kept (from some point on) as
+    # length and SHA-256 only, how far the recording said they had got, in order.
     request_metadata: Metadata = ()
     request_seqs: Sequence[int] = ()
-    elided: Mapping[str, Any] | None = None
+    elided: tuple[ElidedMark, ...] = ()
 
 
 def call_peer(metadata: Metadata) -> str:
@@ -318,4 +319,5 @@ def script_from_inner(call: InnerCall, source: str, tunnel_cut: str = "", read: 
         cut="" if call.finished else tunnel_cut,
         request_metadata=call.request_metadata,
         request_seqs=array("q", seqs) if isinstance(requests, InnerMessages) else seqs,
+        elided=tuple(call.elided),
     )

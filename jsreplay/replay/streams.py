@@ -43,6 +43,7 @@ from jsreplay.session.streams import (
     stream_identity,
 )
 from jsreplay.session.volatile import IgnoreRule
+from jsreplay.tunnel.calls import ElidedMark
 
 log = logging.getLogger("jsreplay.replay")
 
@@ -67,22 +68,25 @@ def window(before: bytes, after: bytes | None) -> str:
 
 @dataclass(frozen=True)
 class Difference:
-    offset: int
+    offset: int | None  # None: somewhere (an elided upload's digest differs)
     recorded: str  # window() of the recorded side
     live: str
     note: str = ""
 
     def __str__(self) -> str:
-        text = f"at byte {self.offset}: recorded {self.recorded}, got {self.live}"
+        where = f"at byte {self.offset}" if self.offset is not None else "in its bytes"
+        text = f"{where}: recorded {self.recorded}, got {self.live}"
         return f"{text} ({self.note})" if self.note else text
 
 
 @dataclass(frozen=True)
 class Elided:
-    """A recorded upload kept as its length and SHA-256 only (`jsreplay record` above its payload threshold)."""
+    """A recorded upload kept as its length and SHA-256 (`jsreplay record` above its payload threshold); its first
+    `kept` bytes may be in the recording as well (an upload that passed the threshold after they were written)."""
 
     length: int
-    sha256: str  # hex
+    sha256: str | None  # hex; None when the recording stops before the upload's end
+    kept: int = 0
 
 
 class ByteCheck:
@@ -90,7 +94,8 @@ class ByteCheck:
 
     Walks the recorded chunks in order and holds only the one being compared (a recorded upload's chunks are read
     from the cassette as they are reached), a position in it, the last few live bytes for context, and, for an
-    elided recording, a running SHA-256. `length`: the recorded bytes in all, if known (else summed when needed).
+    elided recording, a running SHA-256 of everything. `length`: the recorded bytes in all, if known (else summed
+    when needed).
     """
 
     def __init__(self, recorded: Sequence[bytes], elided: Elided | None = None, *, length: int | None = None) -> None:
@@ -104,8 +109,7 @@ class ByteCheck:
         self._recent = b""  # the last CONTEXT bytes that matched
         self.offset = 0  # live bytes compared so far
         self.difference: Difference | None = None
-        if elided is None:
-            self._advance(0)
+        self._advance(0)  # (an elided recording may keep its first bytes)
 
     def _advance(self, index: int) -> None:
         """Move to the first chunk from `index` on that is not empty (or past the last)."""
@@ -135,20 +139,27 @@ class ByteCheck:
     def feed(self, data: bytes) -> Difference | None:
         if self.difference is not None or not data:
             return self.difference
-        if self._elided is not None:
-            assert self._hash is not None
-            if self.offset + len(data) > self._elided.length:
-                cut = self._elided.length - self.offset
-                self.difference = Difference(
-                    self._elided.length,
-                    window(b"", None),
-                    window(data[max(0, cut - CONTEXT) : cut], data[cut : cut + WINDOW]),
-                    f"the recording has {self._elided.length} bytes, kept as their SHA-256 only",
-                )
-                return self.difference
-            self._hash.update(data)
-            self.offset += len(data)
-            return None
+        elided = self._elided
+        if elided is None:
+            return self._compare(data)
+        assert self._hash is not None
+        if self.offset + len(data) > elided.length:
+            cut = elided.length - self.offset
+            self.difference = Difference(
+                elided.length,
+                window(b"", None),
+                window(data[max(0, cut - CONTEXT) : cut], data[cut : cut + WINDOW]),
+                f"the recording has {elided.length} bytes, kept as their SHA-256",
+            )
+            return self.difference
+        self._hash.update(data)
+        kept = elided.kept - self.offset  # recorded bytes still to compare one by one
+        if kept > 0 and self._compare(data[:kept]) is not None:
+            return self.difference
+        self.offset += max(0, len(data) - max(kept, 0))
+        return None
+
+    def _compare(self, data: bytes) -> Difference | None:
         done = 0
         while done < len(data):
             if not self._chunk:  # past the last chunk: the client sends more than was recorded
@@ -191,9 +202,9 @@ class ByteCheck:
                     window(self._recent, None),
                     f"the client ended after {self.offset} of the {self._elided.length} recorded bytes",
                 )
-            elif self._hash.hexdigest() != self._elided.sha256:
+            elif self._elided.sha256 is not None and self._hash.hexdigest() != self._elided.sha256:
                 self.difference = Difference(
-                    0,
+                    None,
                     f"sha256:{self._elided.sha256}",
                     f"sha256:{self._hash.hexdigest()}",
                     f"same length ({self.offset} bytes) but other bytes; the recording kept only their SHA-256, "
@@ -251,7 +262,9 @@ class RecordedStream:
     def bytes_before(self, seq: int) -> int:
         """Client DATA bytes recorded before the event numbered `seq` (of any call in the tunnel)."""
         count = bisect.bisect_left(self.client_seqs, seq)
-        return self.client_bytes[count - 1] if count else 0
+        kept = self.client_bytes[count - 1] if count else 0
+        mark = _mark_before(self.script.elided, seq)
+        return max(kept, mark.length) if mark is not None else kept
 
     def responses_before(self, seq: int) -> int:
         return bisect.bisect_left(self.response_seqs, seq)  # increasing, as recorded
@@ -300,6 +313,12 @@ def recorded_stream(script: Script, registry: Registry, names: dict[str, str]) -
     afters, response_seqs = response_positions(script.responses)
     after_bytes = array("q", (cumulative[a - 1] if a else 0 for a in afters))
     after_end = [ends[a - 1] if a else False for a in afters]
+    if script.elided:  # the elided part of the upload: how far the recording said the client had got
+        for index, seq in enumerate(response_seqs):
+            mark = _mark_before(script.elided, seq)
+            if mark is not None:
+                after_bytes[index] = max(after_bytes[index], mark.length)
+                after_end[index] = after_end[index] or mark.closed
     seqs = script.request_seqs if len(script.request_seqs) == len(cumulative) else ()
     return RecordedStream(
         script=script,
@@ -312,15 +331,26 @@ def recorded_stream(script: Script, registry: Registry, names: dict[str, str]) -
         after_bytes=after_bytes,
         after_end=after_end,
         response_seqs=response_seqs,
-        elided=elided_of(script),
+        elided=elided_of(script, total),
     )
 
 
-def elided_of(script: Script) -> Elided | None:
-    note = script.elided
-    if not note:
+def _mark_before(marks: Sequence[ElidedMark], seq: int) -> ElidedMark | None:
+    """The last of `marks` before the event numbered `seq`."""
+    found = None
+    for mark in marks:
+        if mark.seq >= seq:
+            break
+        found = mark
+    return found
+
+
+def elided_of(script: Script, kept: int) -> Elided | None:
+    """What the recording kept of an elided upload; `kept`: its bytes in the recording (before elision began)."""
+    if not script.elided:
         return None
-    return Elided(int(note["length"]), str(note["sha256"]))
+    last = script.elided[-1]
+    return Elided(last.length, last.sha256, kept)
 
 
 @dataclass(eq=False)
@@ -406,7 +436,12 @@ class StreamBook:
 
     # ------------------------------------------------------------------------------------------ checking
 
-    def _checked(self, identity: StreamIdentity) -> bool:
+    def _checked(self, identity: StreamIdentity, recording: RecordedStream) -> bool:
+        if recording.elided is not None and recording.elided.sha256 is None:
+            self.unchecked.setdefault(
+                str(identity), "the recording stops before this upload ended, so it has no digest to check against"
+            )
+            return False
         if not self._check:
             self.unchecked.setdefault(str(identity), "--match order")
             return False
@@ -656,7 +691,7 @@ class StreamBook:
         first: Any = None,
     ) -> None:
         script = recording.script
-        check = recording.check() if self._checked(live.identity) else None
+        check = recording.check() if self._checked(live.identity, recording) else None
         reader = asyncio.create_task(self._read(live, check, context, first))
         timeout = self._unfinished_timeout if script.cut else None
         try:

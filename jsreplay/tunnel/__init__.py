@@ -7,7 +7,7 @@ Values in, values out: :class:`TunnelDecoder` turns recorded byte chunks into ev
 
 from jsreplay.protocol.wire import RouterFrameType
 
-from .calls import CallAssembler, ConnectionEvent, InnerCall, InnerMessage, decode_tunnel
+from .calls import CallAssembler, ConnectionEvent, ElidedMark, InnerCall, InnerMessage, decode_tunnel
 from .config import DEFAULT_CONFIG, DecoderConfig
 from .decoder import TunnelDecoder
 from .errors import GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
@@ -18,6 +18,7 @@ from .events import (
     ErrorCode,
     Metadata,
     MetadataValue,
+    RequestElided,
     RequestEnded,
     RequestHeaders,
     RequestMessage,
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectionEvent",
     "DecoderConfig",
     "Direction",
+    "ElidedMark",
     "ErrorCode",
     "GrpcProtocolError",
     "HeaderBlockCache",
@@ -55,6 +57,7 @@ __all__ = [
     "InnerMessage",
     "Metadata",
     "MetadataValue",
+    "RequestElided",
     "RequestEnded",
     "RequestHeaders",
     "RequestMessage",

@@ -16,6 +16,7 @@ from .events import (
     ConnectionClosed,
     Direction,
     Metadata,
+    RequestElided,
     RequestEnded,
     RequestHeaders,
     RequestMessage,
@@ -38,6 +39,16 @@ class InnerMessage:
     data: bytes
     compressed: bool
     spans: Spans = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ElidedMark:
+    """Where a recording that kept a stream's client bytes as length and digest only said how far it had got."""
+
+    seq: int
+    length: int  # client DATA bytes sent so far
+    closed: bool  # the client had sent its closing frame
+    sha256: str | None  # of all of them, in the mark that ended the stream
 
 
 @dataclass(kw_only=True)
@@ -77,6 +88,7 @@ class InnerCall:
     request_ended_seq: int | None = None
     response_headers_seq: int | None = None
     closed_seq: int | None = None
+    elided: list[ElidedMark] = field(default_factory=list)  # not empty: the client's bytes were not kept
 
     @property
     def requests(self) -> list[bytes]:
@@ -143,6 +155,8 @@ class CallAssembler:
                 call.authority = event.authority
                 call.timeout = event.timeout
                 call.request_metadata = event.metadata
+            case RequestElided():
+                call.elided.append(ElidedMark(seq=seq, length=event.length, closed=event.closed, sha256=event.sha256))
             case RequestEnded():
                 call.request_ended = True
                 call.request_ended_seq = seq

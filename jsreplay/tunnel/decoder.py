@@ -25,16 +25,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hyperframe.frame import Frame, GoAwayFrame, PriorityFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import ExtensionFrame, Frame, GoAwayFrame, PriorityFrame, RstStreamFrame, SettingsFrame
 
 from jsreplay.protocol.wire import RouterFrameType
 
 from .config import DEFAULT_CONFIG, DecoderConfig
+from .elided import ELIDED_FRAME, parse_elided
 from .errors import Fault, GrpcProtocolError, TunnelError, TunnelLimitError, TunnelProtocolError
 from .events import (
     ConnectionClosed,
     Direction,
     ErrorCode,
+    RequestElided,
     RequestEnded,
     RequestMessage,
     ResponseHeaders,
@@ -335,7 +337,22 @@ class TunnelDecoder:
             )
         elif frame_type == PUSH_PROMISE:
             raise side.fail("PUSH_PROMISE: gRPC clients disable server push")
+        elif frame_type == ELIDED_FRAME and isinstance(frame, ExtensionFrame):
+            self._elided(side, stream_id, bytes(frame.body), events)
         # PING needs no action (its size is checked above); unknown frame types must be ignored (RFC 9113 5.5).
+
+    def _elided(self, side: _Side, stream_id: int, payload: bytes, events: list[TunnelEvent]) -> None:
+        """jsreplay's own frame: the client bytes of `stream_id` were kept as a length and digest only."""
+        stream = side.streams.get(stream_id)
+        if not side.by_client or stream is None or not stream.headers_seen:
+            raise side.fail("jsreplay ELIDED frame outside a client stream")
+        try:
+            summary = parse_elided(payload)
+        except ValueError as err:
+            raise side.fail(f"malformed jsreplay ELIDED frame: {err}") from None
+        events.append(
+            RequestElided(stream_id=stream_id, length=summary.length, closed=summary.closed, sha256=summary.sha256)
+        )
 
     def _settings(self, side: _Side, frame: SettingsFrame) -> None:
         for name, value in frame.settings.items():

@@ -97,6 +97,18 @@ class RequestMessage:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RequestElided:
+    """The recording kept this stream's client bytes as a length and digest only (`jsreplay record` elides big
+    uploads): ``length`` DATA payload bytes sent so far, ``closed`` once the client sent its closing frame, and
+    ``sha256`` (hex) of all of them once the stream ended. Its DATA frames carry nothing."""
+
+    stream_id: int
+    length: int
+    closed: bool
+    sha256: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RequestEnded:
     """The client half-closed the call (END_STREAM): it will send no more messages."""
 
@@ -168,6 +180,7 @@ class TunnelEnded:
 TunnelEvent: TypeAlias = (
     RequestHeaders
     | RequestMessage
+    | RequestElided
     | RequestEnded
     | ResponseHeaders
     | ResponseMessage

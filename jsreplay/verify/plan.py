@@ -53,6 +53,7 @@ class PlannedTunnel:
     index: int | None = None  # session tunnels: 0, 1, ... in start order (the `[n]` of report paths)
     reason: str = ""  # why a tunnel is skipped, or how its decoding stopped early
     handouts: list[Place] = field(default_factory=list)  # values the exporter handed out and the client sent back
+    elided_upload: bool = False  # skipped: the client uploaded bytes the recording kept as length and digest only
 
 
 @dataclass
@@ -115,6 +116,15 @@ def load_plan(cassette: Path, schema: bytes | None = None) -> Plan:
         else:
             kind = TunnelKind.SESSION
         reason = tunnel.error or ("" if kind is not TunnelKind.SKIP else "no inner call decoded")
+        elided = [c for c in calls if c.elided]
+        if kind is TunnelKind.SESSION and elided:
+            # Driving the session would send the exporter an empty upload in its place: not what was recorded.
+            kind = TunnelKind.SKIP
+            sizes = ", ".join(f"stream {c.stream_id}: {c.elided[-1].length} bytes" for c in elided)
+            reason = (
+                f"it uploads bytes the recording kept as length and SHA-256 only ({sizes}; jsreplay record "
+                "--elide-above), which verify cannot send; record with --keep-payloads to verify this session"
+            )
         tunnels[token] = PlannedTunnel(
             token=token,
             key=key,
@@ -124,6 +134,7 @@ def load_plan(cassette: Path, schema: bytes | None = None) -> Plan:
             calls=calls,
             reason=reason,
             handouts=find_handouts(registry, calls) if kind is TunnelKind.SESSION else [],
+            elided_upload=bool(elided),
         )
         for inner in calls:
             if inner.method == GET_REPORT:

@@ -436,6 +436,8 @@ class VerifyHandler(grpc.GenericRpcHandler):
         for planned in self.plan.tunnel_by_start():
             run = self.runs[planned.token]
             report.tunnels.append(self._tunnel_report(run))
+            if planned.elided_upload:
+                report.notes.append(f"tunnel {planned.key} not verified: {planned.reason}")
             if planned.kind is not TunnelKind.SESSION:
                 continue
             prefix = f"RouterService/Stream[{planned.index}] > "

@@ -147,6 +147,10 @@
         if (d.bytes) box.append(el("pre", "hex", hexdump(d.head, d.bytes)));
       }
     }
+    if (call.elided) {
+      box.append(el("div", "banner", `upload kept as length and digest only: ${call.elided.length} bytes, ` +
+        (call.elided.sha256 ? "sha256:" + call.elided.sha256 : "no digest (the recording stops before its end)")));
+    }
     if (call.tunnel) {
       box.append(el("h4", null, `tunnel: ${call.tunnel.length} inner call(s)`));
       const inner = el("div", "inner");
