@@ -202,3 +202,36 @@ async def test_verify_says_it_cannot_send_an_elided_upload(recorded: tuple[Path,
         text,
     ), text
     assert "Traceback" not in text
+
+
+@pytest.mark.anyio
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+async def test_an_upload_elided_after_its_start_replays_and_checks_both_parts(
+    recorded: tuple[Path, Path, bytes], tmp_path: Path
+) -> None:
+    # A hold of 256 KiB runs out long before the upload passes 1 MiB (a slow link does that): its first bytes are in
+    # the cassette, the rest is elided; replay checks the start byte by byte and all of it by the digest.
+    _, source, upload = recorded
+    cassette = tmp_path / "late.msgpack"
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    run = await record_scenario(
+        cassette,
+        drivers=lambda: opendal_drivers(storage),
+        client_side=client_side(source),
+        elide_above=THRESHOLD,
+        elision_hold_bytes=256 << 10,
+    )
+    assert run.result == hashlib.sha256(upload).hexdigest()
+    stored = cassette.read_bytes()
+    assert stored.count(upload[100_000:100_064]) == 2  # the kept start: once in the upload, once in the download
+    assert stored.count(upload[2_000_000:2_000_064]) == 1  # past the threshold: only the download has it
+    result, report = await replay_with(cassette, source)
+    assert result == hashlib.sha256(upload).hexdigest() and report.missed == []
+    result, report = await replay_with(cassette, changed_copy(source, 1000))  # in the kept start: the exact byte
+    reasons = " | ".join(m.reason for m in report.missed)
+    assert re.search(r"differs from the recording at byte 1000: recorded \w+\|\w+", reasons), reasons
+    result, report = await replay_with(cassette, changed_copy(source, 3_000_000))  # past it: the digest
+    reasons = " | ".join(m.reason for m in report.missed)
+    assert "differs from the recording in its bytes: recorded sha256:" in reasons, reasons

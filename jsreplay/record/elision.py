@@ -51,6 +51,7 @@ from jsreplay.tunnel.headers import MAX_HEADER_BLOCK_SIZE, MAX_HEADER_LIST_SIZE,
 log = logging.getLogger("jsreplay.record")
 
 DEFAULT_THRESHOLD = 16 << 20
+DEFAULT_HOLD_BYTES = 48 << 20
 _HEADER = struct.Struct(">HBBBI")
 _ROUTER_DATA = int(RouterFrameType.DATA)
 _ROUTER_PATH = ROUTER_STREAM.encode()
@@ -61,7 +62,7 @@ class ElisionConfig:
     """`threshold`: client bytes above which a byte stream is kept as length and digest (None: keep everything)."""
 
     threshold: int | None = DEFAULT_THRESHOLD
-    hold_bytes: int = 48 << 20  # recording held back, at most, while a stream is undecided
+    hold_bytes: int = DEFAULT_HOLD_BYTES  # recording held back, at most, while a stream is undecided
     hold_seconds: float = 5.0
     max_message: int = 16 << 20  # a gRPC message bigger than this in a byte stream: the stream is kept
 

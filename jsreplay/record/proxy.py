@@ -18,7 +18,7 @@ from jsreplay.cassette.model import Header, Redaction
 from jsreplay.cassette.redaction import DEFAULT_FIELDS, DEFAULT_METADATA_KEYS, Redactor
 from jsreplay.grpc_options import SERVER_OPTIONS
 from jsreplay.protocol.registry import Registry
-from jsreplay.record.elision import DEFAULT_THRESHOLD, Elision, ElisionConfig
+from jsreplay.record.elision import DEFAULT_HOLD_BYTES, DEFAULT_THRESHOLD, Elision, ElisionConfig
 from jsreplay.record.forward import ForwardingHandler
 from jsreplay.record.recorder import Recorder, RecorderStats
 from jsreplay.record.routing import RouterTable
@@ -46,6 +46,7 @@ class RecordConfig:
     redact_metadata: tuple[str, ...] = ()  # more metadata keys to redact (--redact-metadata)
     # Client-to-exporter byte streams above this many bytes are kept as length and SHA-256 (None: keep all).
     elide_above: int | None = DEFAULT_THRESHOLD
+    elision_hold_bytes: int = DEFAULT_HOLD_BYTES  # recording held back while a byte stream's fate is open
 
 
 class RecordingProxy(ServesEndpoint):
@@ -128,7 +129,7 @@ class RecordingProxy(ServesEndpoint):
             bound.cleanup()
             raise
         # Without a threshold nothing is elided: no hold, no following the tunnels.
-        elision = ElisionConfig(threshold=config.elide_above)
+        elision = ElisionConfig(threshold=config.elide_above, hold_bytes=config.elision_hold_bytes)
         elider = Elision.for_registry(elision, self._registry) if config.elide_above is not None else None
         self._recorder = Recorder(writer, elider)
         self.routes = RouterTable(self._registry, bound.endpoint, bound.own_addresses(), ca_pem=bound.ca_pem)
@@ -198,6 +199,7 @@ async def recording(
     schema: bytes | None = None,
     redact_metadata: Iterable[str] = (),
     elide_above: int | None = DEFAULT_THRESHOLD,
+    elision_hold_bytes: int = DEFAULT_HOLD_BYTES,
 ) -> AsyncIterator[RecordingProxy]:
     """Run a recording proxy for the duration of the block::
 
@@ -218,6 +220,7 @@ async def recording(
             schema=schema,
             redact_metadata=tuple(k.lower() for k in redact_metadata),
             elide_above=elide_above,
+            elision_hold_bytes=elision_hold_bytes,
         )
     )
     await proxy.start()

@@ -11,7 +11,7 @@ import anyio
 from jumpstarter.driver import Driver
 
 from jsreplay.record import recording
-from jsreplay.record.elision import DEFAULT_THRESHOLD
+from jsreplay.record.elision import DEFAULT_HOLD_BYTES, DEFAULT_THRESHOLD
 from jsreplay.testing.cluster import FakeCluster
 from jsreplay.testing.peers import ScenarioResult, default_drivers, run_client_scenario, run_exporter
 
@@ -41,13 +41,15 @@ async def record_scenario(
     client_side: Callable[..., Awaitable[Any]] | None = None,
     schema: bytes | None = None,
     elide_above: int | None = DEFAULT_THRESHOLD,
+    elision_hold_bytes: int = DEFAULT_HOLD_BYTES,
 ) -> RecordedRun:
     """Run the full real-client scenario with both peers going through one recording proxy.
 
     `client_side`: another client side, called as `run_client_scenario` is (endpoint, token, ca_pem, name=,
     selector=), e.g. `jsreplay.testing.drivers.DriverScenario.client()`; its return value is `result`.
     `schema`: the descriptor set to record with (`jsreplay.protocol.schemas.load_schema("v0.9.0")`); default union.
-    `elide_above`: uploads above this many bytes are kept as length and SHA-256 (None: keep everything).
+    `elide_above`: uploads above this many bytes are kept as length and SHA-256 (None: keep everything);
+    `elision_hold_bytes`: how much recording may be held back while a stream's fate is open.
     """
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with FakeCluster(**(cluster_kwargs or {})) as cluster:
@@ -58,6 +60,7 @@ async def record_scenario(
                 redact=redact,
                 schema=schema,
                 elide_above=elide_above,
+                elision_hold_bytes=elision_hold_bytes,
             ) as proxy:
                 exporter = cluster.new_exporter(exporter_name, dict(labels))
                 client = cluster.new_client(client_name)
