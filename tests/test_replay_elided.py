@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from jsreplay.testing import run_exporter
 from jsreplay.testing.drivers import opendal_drivers, run_steps
 from jsreplay.testing.recording import SELECTOR, record_scenario
 from jsreplay.verify import verifying
+from tests.replay_cli import replay_cli_exit
 
 UPLOAD_SIZE = 3 << 20
 THRESHOLD = 1 << 20
@@ -149,35 +149,8 @@ async def test_replay_checks_the_elided_upload_by_its_digest(recorded: tuple[Pat
 @pytest.mark.timeout(180)
 def test_jsreplay_replay_exits_1_when_the_upload_differs(recorded: tuple[Path, Path, bytes]) -> None:
     cassette, source, _ = recorded
-    changed = changed_copy(source, 10)
-    with tempfile.TemporaryDirectory() as where:
-        ca = Path(where) / "ca.pem"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jsreplay", "replay", str(cassette), "--ca-out", str(ca)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            found = re.search(r"listening on (\S+) ", process.stdout.readline())
-            assert found, "replay did not start"
-
-            async def client() -> None:
-                with anyio.fail_after(90):
-                    try:
-                        await run_steps(
-                            found.group(1), "t", ca.read_bytes(), name="alice", selector=SELECTOR,
-                            steps=steps_for(changed),
-                        )  # fmt: skip
-                    except Exception:  # the replay told the client; its exit code is what is tested
-                        pass
-
-            asyncio.run(client())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            _, err = process.communicate(timeout=60)
-    assert process.returncode == 1, err
+    code, err = replay_cli_exit(cassette, steps_for(changed_copy(source, 10)))
+    assert code == 1, err
     assert "differs from the recording" in err and "sha256:" in err and "Traceback" not in err
 
 

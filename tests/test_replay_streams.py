@@ -35,6 +35,7 @@ from jsreplay.testing.drivers import (
 )
 from jsreplay.testing.recording import SELECTOR, RecordedRun, record_scenario
 from jsreplay.tunnel import DecoderConfig
+from tests.replay_cli import replay_cli_exit
 
 # ---------------------------------------------------------------------------------------------------- units
 
@@ -302,6 +303,25 @@ async def test_changed_bytes_are_a_miss_naming_the_stream_and_offset(
     reasons = " | ".join(m.reason for m in report.missed)
     assert re.search(expect, reasons), reasons
     assert error is not None or name == "opendal"  # the client is told (the upload fails or the stream breaks)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("name", "steps", "expect"),
+    [
+        ("opendal", _opendal_changed_upload, "miss: jsreplay: byte stream resource storage"),
+        ("serial", _serial_changed_bytes, "miss: jsreplay: byte stream driver serial.connect"),
+        ("shell", _shell_changed_argument, "miss: jsreplay: no recording matches"),
+    ],
+    ids=["changed-upload", "changed-serial-bytes", "changed-shell-argument"],
+)
+def test_jsreplay_replay_exits_1_on_changed_bytes(
+    recorded: dict[str, RecordedRun], name: str, steps: Callable[[Any], Any], expect: str
+) -> None:
+    code, err = replay_cli_exit(recorded[name].cassette, steps)
+    assert code == 1, err
+    assert expect in err and "Traceback" not in err
 
 
 @pytest.mark.anyio
