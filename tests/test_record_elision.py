@@ -213,3 +213,22 @@ def test_router_frames_keep_their_cuts_when_nothing_is_elided(cut: int) -> None:
     events, _ = record(data, cut, ElisionConfig(threshold=len(UPLOAD) + 1))
     chunks = [REQUEST.FromString(e.data).payload for e in events if isinstance(e, ClientMessage)]
     assert chunks == [data[i : i + cut] for i in range(0, len(data), cut)]
+
+
+def test_an_upload_seen_at_both_ends_of_its_tunnel_counts_once() -> None:
+    response = REGISTRY.message_class("jumpstarter.v1.StreamResponse")
+    elision = Elision.for_registry(ElisionConfig(threshold=100_000), REGISTRY)
+    token = (("authorization", "Bearer t-1"),)
+    data = client_bytes()
+    for call_id in (1, 2):  # the client's end (sends), then the exporter's (receives)
+        elision.submit(
+            CallStart(call_id=call_id, seq=0, t_ns=0, method=ROUTER_STREAM, role=Role.ROUTER, metadata=token)
+        )
+    for seq, i in enumerate(range(0, len(data), 9000), start=1):
+        chunk = data[i : i + 9000]
+        elision.submit(ClientMessage(call_id=1, seq=2 * seq, t_ns=0, data=stream_request(chunk)))
+        reply = response(payload=chunk, frame_type=DATA).SerializeToString()
+        elision.submit(ServerMessage(call_id=2, seq=2 * seq + 1, t_ns=0, data=reply))
+    elision.flush()
+    assert elision.elided_streams == 1
+    assert len(UPLOAD) < elision.elided_bytes < len(UPLOAD) * 1.01  # the DATA frames' bytes, once

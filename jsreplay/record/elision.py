@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 from jsreplay.cassette.model import AnyEvent, CallStart, Cancel, ClientMessage, Role, ServerMessage, Status
 from jsreplay.protocol.registry import Registry
 from jsreplay.protocol.wire import ROUTER_STREAM, STREAM_REQUEST, STREAM_RESPONSE, RouterFrameType
+from jsreplay.session.tokens import bearer_token
 from jsreplay.tunnel.elided import ElidedSummary, elided_frame
 from jsreplay.tunnel.framing import (
     CONNECTION_PREFACE,
@@ -301,7 +302,7 @@ class _Rewriter(_Walker):
         self._pad = -1  # a kept padded DATA frame's pad length, once read
         self._keep = -1  # a split frame's bytes still to keep before the rest is dropped
         self._head_out = 0  # bytes of a frame header cut between messages already written as they came
-        self.elided_bytes = 0
+        self.elided: dict[int, int] = {}  # per stream: DATA payload bytes dropped
 
     def rewrite(self, data: bytes, marks: list[tuple[int, ElidedSummary]]) -> bytes | None:
         """`data` as it is written (None: unchanged); `marks`: what the scanner said after these bytes."""
@@ -366,7 +367,7 @@ class _Rewriter(_Walker):
                     self._dropping = True
                     out += _HEADER.pack(0, 0, DATA, self.flags & FLAG_END_STREAM, self.stream_id)
             elif self._dropping:
-                self.elided_bytes += take
+                self.elided[self.stream_id] = self.elided.get(self.stream_id, 0) + take
             else:
                 piece = view[pos : pos + take]
                 out += piece
@@ -475,6 +476,7 @@ class _Tunnel:
 
     scanner: _Scanner
     rewriter: _Rewriter
+    key: object  # the router token (both ends of a tunnel present it), or the call id without one
     replies: _Replies = field(default_factory=_Replies)
     client_sends: bool | None = None  # this end's own messages carry the client's bytes; None: not known yet
 
@@ -525,8 +527,18 @@ class Elision:
         self._held: deque[_Held] = deque()
         self._held_bytes = 0
         self._held_since = 0.0
-        self.elided_streams = 0
-        self.elided_bytes = 0
+        # Per upload (a tunnel's token and the inner stream: both ends of a tunnel see the same one), the HTTP/2
+        # DATA bytes not stored at the end that dropped the most.
+        self._elided: dict[tuple[object, int], int] = {}
+
+    @property
+    def elided_streams(self) -> int:
+        """Uploads kept as length and digest (one per tunnel and stream, however many of its ends were recorded)."""
+        return len(self._elided)
+
+    @property
+    def elided_bytes(self) -> int:
+        return sum(self._elided.values())
 
     @property
     def holding(self) -> bool:
@@ -537,7 +549,10 @@ class Elision:
         if isinstance(event, CallStart):
             if event.role is Role.ROUTER and event.method == ROUTER_STREAM:
                 scanner = _Scanner(self._parse_request, self.config)
-                self._tunnels[event.call_id] = _Tunnel(scanner, _Rewriter(scanner.uploads))
+                token = bearer_token(event.metadata)
+                self._tunnels[event.call_id] = _Tunnel(
+                    scanner, _Rewriter(scanner.uploads), key=token if token is not None else event.call_id
+                )
             return self._pass(_Held(event))
         tunnel = self._tunnels.get(event.call_id)
         held = _Held(event)
@@ -581,7 +596,6 @@ class Elision:
                 if upload.fate is Fate.KEEP:
                     log.info("a byte stream passed %d bytes after it was written: eliding the rest", threshold)
                 upload.fate = Fate.ELIDE
-                self.elided_streams += 1
             elif upload.ended and upload.fate is Fate.UNDECIDED:
                 upload.fate = Fate.KEEP
 
@@ -632,9 +646,10 @@ class Elision:
             return event
         assert isinstance(event, ClientMessage | ServerMessage)
         frame = self._parse_frame(isinstance(event, ClientMessage), event.data)
-        before = tunnel.rewriter.elided_bytes
         payload = tunnel.rewriter.rewrite(frame.payload, held.marks)
-        self.elided_bytes += tunnel.rewriter.elided_bytes - before
+        for stream_id, dropped in tunnel.rewriter.elided.items():
+            key = (tunnel.key, stream_id)
+            self._elided[key] = max(self._elided.get(key, 0), dropped)
         if payload is None:
             return event
         rewritten = type(frame)(payload=payload, frame_type=frame.frame_type)
