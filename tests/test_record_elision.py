@@ -232,3 +232,18 @@ def test_an_upload_seen_at_both_ends_of_its_tunnel_counts_once() -> None:
     elision.flush()
     assert elision.elided_streams == 1
     assert len(UPLOAD) < elision.elided_bytes < len(UPLOAD) * 1.01  # the DATA frames' bytes, once
+
+
+def test_an_elided_upload_the_scanner_loses_has_no_digest() -> None:
+    # A compressed message after the stream was elided: the bytes after it cannot be hashed, so the recording
+    # must not claim a digest for the whole upload (replay then lists it as not checked, never as different).
+    peer = Peer(C2E)
+    data = peer.start() + peer.headers(3, request_fields(ROUTER_STREAM))
+    body = b"".join(message(stream_request(UPLOAD[i : i + CHUNK])) for i in range(0, len(UPLOAD), CHUNK))
+    body += message(b"\x00" * 10, compressed=True)
+    frames = [body[i : i + 16_000] for i in range(0, len(body), 16_000)]
+    for index, piece in enumerate(frames):
+        data += peer.data(3, piece, end_stream=index == len(frames) - 1)
+    events, _ = record(data, 5000, ElisionConfig(threshold=100_000))
+    upload = decoded(events)[3]
+    assert upload.elided and all(mark.sha256 is None for mark in upload.elided)
