@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import click
+import hpack
 import pytest
 
 from jsreplay.cassette.model import AnyEvent, Call, CallStart, ClientMessage, Role, ServerMessage, Status
@@ -247,3 +248,17 @@ def test_an_elided_upload_the_scanner_loses_has_no_digest() -> None:
     events, _ = record(data, 5000, ElisionConfig(threshold=100_000))
     upload = decoded(events)[3]
     assert upload.elided and all(mark.sha256 is None for mark in upload.elided)
+
+
+def test_frames_after_an_elided_upload_ended_keep_their_cuts_again() -> None:
+    data = client_bytes()
+    tail = Peer(C2E)
+    tail.encoder = hpack.Encoder()
+    extra = tail.headers(5, [(":method", "POST"), (":path", "/x.Y/Z")], end_stream=True)  # a literal block
+    events, _ = record(data + extra, 7, ElisionConfig(threshold=100_000))
+    chunks = [REQUEST.FromString(e.data).payload for e in events if isinstance(e, ClientMessage)]
+    sent = [(data + extra)[i : i + 7] for i in range(0, len(data + extra), 7)]
+    whole = len(extra) // 7 - 1  # messages wholly inside the tail
+    assert chunks[-whole:-1] == sent[-whole:-1]
+    # The upload's last ELIDED frame (its digest) goes in at the first frame boundary after its END_STREAM: the end.
+    assert chunks[-1].startswith(sent[-1]) and chunks[-1][len(sent[-1]) + 3] == 0xE7

@@ -296,6 +296,7 @@ class _Rewriter(_Walker):
         super().__init__()
         self._uploads = uploads
         self._eliding: set[int] = set()  # streams whose DATA this rewriter empties from now on
+        self._finished: set[int] = set()  # streams whose end (END_STREAM, RST_STREAM) this rewriter has passed
         self._message_left: dict[int, int] = {}  # per stream: bytes of its current gRPC message still to come
         self._prefix: dict[int, bytearray] = {}  # per stream: a gRPC message prefix cut between frames
         self._in_block = False
@@ -338,6 +339,10 @@ class _Rewriter(_Walker):
                 self._dropping = False
                 self._keep = -1
                 head_out, self._head_out = self._head_out, 0
+                if self.frame_type == RST_STREAM or (
+                    self.flags & FLAG_END_STREAM and self.frame_type in (DATA, HEADERS)
+                ):
+                    self._finished.add(self.stream_id)
                 keep = self._kept_part(self.stream_id) if self.frame_type == DATA and not head_out else -1
                 if keep == 0:
                     self._dropping = True
@@ -388,8 +393,9 @@ class _Rewriter(_Walker):
         return bytes(out) if changed or out != data else None
 
     def _may_elide(self) -> bool:
-        """Whether a frame of this connection may still be changed: some stream of it is (to be) elided."""
-        return bool(self._eliding) or any(u.fate is Fate.ELIDE and not u.ended for u in self._uploads.values())
+        """Whether a frame of this connection may still be changed: a stream of it is (to be) elided and this
+        rewriter has not passed its end yet (the scanner, ahead of it, may have)."""
+        return any(u.fate is Fate.ELIDE and s not in self._finished for s, u in self._uploads.items())
 
     def _kept_part(self, stream_id: int) -> int:
         """How much of this DATA frame of `stream_id` is kept before the rest is emptied: 0 for all of it once the
