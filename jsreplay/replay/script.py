@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import overload
+from typing import TypeVar, overload
 
 from jsreplay.cassette.errors import CorruptCassetteError
 from jsreplay.cassette.model import (
@@ -44,12 +44,47 @@ class ScriptedResponse:
     t_ns: int = 0  # when it was sent, after the call started (outer calls only; 0 when unknown)
 
 
+_T = TypeVar("_T")
+
+
+class ReadOnIndex(Sequence[_T]):
+    """A sequence whose items are made when indexed (read back from the cassette, decoded): the one home of
+    Sequence's index rules here (negative indices, slices, IndexError) for the replay's lazy sequences."""
+
+    __slots__ = ()
+    _what = "item"  # for the IndexError
+
+    def _item(self, index: int) -> _T:
+        """Item `index`, 0 <= index < len(self)."""
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_T]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | list[_T]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError(f"{self._what} index out of range")
+        return self._item(index)
+
+    def __iter__(self) -> Iterator[_T]:
+        for index in range(len(self)):
+            yield self._item(index)
+
+
 # One recorded response: its record's offset and length in the cassette, its seq, its time after the call started,
 # and the requests before it. Packed, 32 bytes, instead of an object of some 170 bytes with its ints.
 RESPONSE_ROW = struct.Struct("<qIqqI")
 
 
-class RecordedResponses(Sequence[ScriptedResponse]):
+class RecordedResponses(ReadOnIndex[ScriptedResponse]):
     """A recorded call's responses as positions in its cassette; indexing one reads its message from the file.
 
     The replay library adds a row per response as it scans the cassette (the rows stay in the one bytearray they
@@ -57,6 +92,7 @@ class RecordedResponses(Sequence[ScriptedResponse]):
     """
 
     __slots__ = ("_file", "_rows", "_t0_ns")
+    _what = "response"
 
     def __init__(self, file: RecordFile, call_t_ns: int) -> None:
         self._file = file
@@ -70,20 +106,7 @@ class RecordedResponses(Sequence[ScriptedResponse]):
     def __len__(self) -> int:
         return len(self._rows) // RESPONSE_ROW.size
 
-    @overload
-    def __getitem__(self, index: int) -> ScriptedResponse: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ScriptedResponse]: ...
-
-    def __getitem__(self, index: int | slice) -> ScriptedResponse | list[ScriptedResponse]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        count = len(self)
-        if index < 0:
-            index += count
-        if not 0 <= index < count:
-            raise IndexError("response index out of range")
+    def _item(self, index: int) -> ScriptedResponse:
         offset, length, seq, t_ns, after = RESPONSE_ROW.unpack_from(self._rows, index * RESPONSE_ROW.size)
         event = self._file.event_at(offset, length)
         if not isinstance(event, ServerMessage) or event.seq != seq:
@@ -91,10 +114,6 @@ class RecordedResponses(Sequence[ScriptedResponse]):
                 self._file.path, f"no response with seq {seq} here (the file changed since loading)", offset=offset
             )
         return ScriptedResponse(after_requests=after, data=event.data, seq=seq, t_ns=t_ns)
-
-    def __iter__(self) -> Iterator[ScriptedResponse]:
-        for index in range(len(self)):
-            yield self[index]
 
     def __repr__(self) -> str:
         return f"RecordedResponses({len(self)} in {self._file.path.name})"
@@ -111,11 +130,12 @@ SpanReader = Callable[[Spans], bytes]
 ReadLocated = Callable[[bool, Spans], bytes]
 
 
-class InnerMessages(Sequence[bytes]):
+class InnerMessages(ReadOnIndex[bytes]):
     """One direction of an inner call's messages: the small ones held, the located ones as their spans (16 bytes
     per piece, in arrays), read back with `read` when indexed."""
 
     __slots__ = ("_ends", "_held", "_read", "_spans")
+    _what = "message"
 
     def __init__(self, messages: Iterable[InnerMessage], read: SpanReader) -> None:
         self._read = read
@@ -139,39 +159,23 @@ class InnerMessages(Sequence[bytes]):
     def __len__(self) -> int:
         return len(self._ends)
 
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        count = len(self._ends)
-        if index < 0:
-            index += count
-        if not 0 <= index < count:
-            raise IndexError("message index out of range")
+    def _item(self, index: int) -> bytes:
         held = self._held.get(index)
         if held is not None:
             return held
         start = self._ends[index - 1] if index else 0
         return self._read(tuple(self._spans[start : self._ends[index]]))
 
-    def __iter__(self) -> Iterator[bytes]:
-        for index in range(len(self)):
-            yield self[index]
-
     def __repr__(self) -> str:
         return f"InnerMessages({len(self)}, {len(self) - len(self._held)} located)"
 
 
-class InnerResponses(Sequence[ScriptedResponse]):
+class InnerResponses(ReadOnIndex[ScriptedResponse]):
     """An inner call's responses over `InnerMessages`: what each waits for and its seq in arrays, its bytes read
     back when indexed if it is located."""
 
     __slots__ = ("_afters", "_messages", "_seqs")
+    _what = "message"
 
     def __init__(self, messages: InnerMessages, afters: Iterable[int], seqs: Iterable[int]) -> None:
         self._messages = messages
@@ -181,21 +185,9 @@ class InnerResponses(Sequence[ScriptedResponse]):
     def __len__(self) -> int:
         return len(self._seqs)
 
-    @overload
-    def __getitem__(self, index: int) -> ScriptedResponse: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ScriptedResponse]: ...
-
-    def __getitem__(self, index: int | slice) -> ScriptedResponse | list[ScriptedResponse]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        data = self._messages[index]  # checks the index
+    def _item(self, index: int) -> ScriptedResponse:
+        data = self._messages[index]
         return ScriptedResponse(after_requests=self._afters[index], data=data, seq=self._seqs[index])
-
-    def __iter__(self) -> Iterator[ScriptedResponse]:
-        for index in range(len(self)):
-            yield self[index]
 
     def positions(self) -> tuple[Sequence[int], Sequence[int]]:
         """Each response's (after_requests, seq), without reading a located response back."""

@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, overload
+from typing import Any
 
 import grpc
 
@@ -33,7 +33,7 @@ from jsreplay.cassette.errors import CassetteError
 from jsreplay.protocol.registry import ProtocolError, Registry
 from jsreplay.protocol.wire import ROUTER_STREAM
 from jsreplay.replay.playback import RecordingHasNoEnd, _status_code, sendable
-from jsreplay.replay.script import Script, ScriptedResponse, response_positions
+from jsreplay.replay.script import ReadOnIndex, Script, ScriptedResponse, response_positions
 from jsreplay.session.streams import (
     DATA,
     StreamIdentity,
@@ -273,7 +273,7 @@ class RecordedStream:
         return ByteCheck(self.payloads, self.elided, length=self.client_length)
 
 
-class Payloads(Sequence[bytes]):
+class Payloads(ReadOnIndex[bytes]):
     """The DATA payloads of a byte stream's client messages, each decoded when indexed (b"" for other frames)."""
 
     __slots__ = ("_messages", "_registry")
@@ -285,15 +285,7 @@ class Payloads(Sequence[bytes]):
     def __len__(self) -> int:
         return len(self._messages)
 
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _item(self, index: int) -> bytes:
         ((frame_type, payload),) = frames(self._registry, (self._messages[index],), sent_by_client=True)
         return payload if frame_type == DATA else b""
 
