@@ -512,8 +512,10 @@ class _Tunnel:
 class _Held:
     event: AnyEvent
     tunnel: _Tunnel | None = None
-    carries: bool = False  # the client's side of the inner connection (parsed again when written: holding the
-    # parsed frame too would hold its payload twice)
+    carries: bool = False  # the client's side of the inner connection
+    # Its parsed router frame while it is written at once; dropped when it waits in the hold (it would hold the
+    # payload twice), and parsed again when written.
+    frame: Message | None = None
     marks: list[tuple[int, ElidedSummary]] = field(default_factory=list)
 
 
@@ -570,7 +572,7 @@ class Elision:
             except Exception:  # a router frame that does not decode is recorded as it came
                 frame = None
             if frame is not None:
-                held.tunnel, held.carries = tunnel, True
+                held.tunnel, held.carries, held.frame = tunnel, True, frame
                 held.marks = tunnel.scanner.scan(frame.payload)
             self._decide(tunnel)
         if isinstance(event, Status | Cancel) and tunnel is not None:
@@ -620,6 +622,7 @@ class Elision:
             return self._release()
         if self._held_bytes > self.config.hold_bytes or self._clock() - self._held_since > self.config.hold_seconds:
             return self.flush()
+        held.frame = None
         return []
 
     def _release(self) -> list[AnyEvent]:
@@ -653,7 +656,9 @@ class Elision:
         if tunnel is None or not held.carries:
             return event
         assert isinstance(event, ClientMessage | ServerMessage)
-        frame = self._parse_frame(isinstance(event, ClientMessage), event.data)
+        frame = (
+            held.frame if held.frame is not None else self._parse_frame(isinstance(event, ClientMessage), event.data)
+        )
         payload = tunnel.rewriter.rewrite(frame.payload, held.marks)
         for stream_id, dropped in tunnel.rewriter.elided.items():
             key = (tunnel.key, stream_id)
